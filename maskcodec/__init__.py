@@ -1,0 +1,26 @@
+"""maskcodec: compress instance masks into short vectors and back.
+
+>>> import numpy as np, maskcodec
+>>> codec = maskcodec.get_codec("dct", mask_size=128, n_components=256)
+>>> masks = np.zeros((2, 128, 128), dtype=bool); masks[:, 32:96, 40:90] = True
+>>> vectors = codec.encode(masks)          # (2, 256) float32
+>>> soft = codec.decode(vectors)           # (2, 128, 128) float32; threshold at 0.5
+"""
+
+__version__ = "0.1.0"
+
+from .base import MaskCodec
+from .dct import DCTCodec
+from .persistence import load
+from .registry import available_codecs, codec_class, get_codec, register_codec
+
+__all__ = [
+    "MaskCodec",
+    "DCTCodec",
+    "load",
+    "available_codecs",
+    "codec_class",
+    "get_codec",
+    "register_codec",
+    "__version__",
+]

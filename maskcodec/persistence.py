@@ -1,0 +1,108 @@
+"""Saving and loading codecs: a versioned ``.npz`` file, written atomically.
+
+Layout: one ``__header__`` entry (UTF-8 JSON as uint8) with the file format name and
+version, the codec's registry name, its hyper-parameters and its fitted scalars, plus one
+numpy array per fitted array attribute. Nothing is pickled, so loading a file cannot run
+code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .base import MaskCodec
+from .registry import codec_class
+
+FORMAT_NAME = "maskcodec-codec"
+FORMAT_VERSION = 1
+_HEADER_KEY = "__header__"
+
+
+def save_codec(codec: MaskCodec, path: str | os.PathLike) -> None:
+    """Write ``codec`` to ``path`` (conventionally ``*.npz``) through a temp file and rename."""
+    if not codec.codec_name:
+        raise ValueError(f"{type(codec).__name__} is not registered, so it cannot be saved; use register_codec")
+    codec._check_params()
+    from . import __version__
+
+    arrays: dict[str, np.ndarray] = {}
+    scalars: dict[str, object] = {}
+    for name, value in codec._fitted_attributes().items():
+        if isinstance(value, np.ndarray):
+            arrays[name] = value
+        elif isinstance(value, (bool, int, float, str, np.integer, np.floating)) or value is None:
+            scalars[name] = value.item() if isinstance(value, np.generic) else value
+        else:
+            raise TypeError(f"cannot save fitted attribute {name} of type {type(value).__name__}")
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "maskcodec_version": __version__,
+        "codec": codec.codec_name,
+        "params": codec.get_params(),
+        "fitted_scalars": scalars,
+        "fitted_arrays": sorted(arrays),
+    }
+    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{_HEADER_KEY: blob}, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load(path: str | os.PathLike) -> MaskCodec:
+    """Load a codec written by ``MaskCodec.save``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is
+    not a maskcodec codec, is corrupt, or was written by an incompatible version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no codec file at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if _HEADER_KEY not in data.files:
+                raise ValueError(f"{path} is a .npz file but not a saved maskcodec codec (no header)")
+            header = json.loads(data[_HEADER_KEY].tobytes().decode("utf-8"))
+            arrays = {name: data[name] for name in data.files if name != _HEADER_KEY}
+    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not a readable maskcodec codec file (corrupt or truncated): {err}") from None
+    except ValueError as err:
+        if "not a saved maskcodec codec" in str(err):
+            raise
+        raise ValueError(f"{path} is not a readable maskcodec codec file: {err}") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise ValueError(f"{path} is not a maskcodec codec file (format {header.get('format')!r})")
+    version = header.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has codec file format version {version}, this maskcodec reads version {FORMAT_VERSION}; "
+            "re-save the codec with a matching maskcodec version"
+        )
+    missing = set(header.get("fitted_arrays", [])) - set(arrays)
+    if missing:
+        raise ValueError(f"{path} is incomplete: fitted arrays {sorted(missing)} are missing")
+    cls = codec_class(header["codec"])
+    codec = cls(**header["params"])
+    codec._check_params()
+    for name, value in header.get("fitted_scalars", {}).items():
+        setattr(codec, name, value)
+    for name, value in arrays.items():
+        setattr(codec, name, value)
+    codec._check_fitted()
+    return codec
