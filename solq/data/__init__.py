@@ -1,0 +1,35 @@
+"""Data for solq: COCO-format datasets, synthetic shapes, v2 transforms, target encoding, batching."""
+
+from .coco import CocoInstances, load_rgb, read_instances_json
+from .collate import Batch, collate
+from .synthetic import write_shapes_dataset
+from .targets import build_target, encode_masks, normalize_boxes
+from .transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    RandomShortestSize,
+    RandomSizeCrop,
+    ToNormalizedFloat,
+    make_transforms,
+)
+from .via import via_to_coco, write_coco
+
+__all__ = [
+    "Batch",
+    "CocoInstances",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "RandomShortestSize",
+    "RandomSizeCrop",
+    "ToNormalizedFloat",
+    "build_target",
+    "collate",
+    "encode_masks",
+    "load_rgb",
+    "make_transforms",
+    "normalize_boxes",
+    "read_instances_json",
+    "via_to_coco",
+    "write_coco",
+    "write_shapes_dataset",
+]
