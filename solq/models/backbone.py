@@ -1,0 +1,120 @@
+"""ResNet backbone with frozen BatchNorm returning C3-C5 (or C5 only) and downsampled padding masks.
+
+Weights are never downloaded: pass ``weights=PATH`` (a torchvision ResNet state dict saved with
+``torch.save``) or a state dict, or get random initialisation.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+#: channels of (layer2, layer3, layer4) = (C3, C4, C5) for each supported ResNet.
+RESNET_CHANNELS: dict[str, tuple[int, int, int]] = {
+    "resnet18": (128, 256, 512),
+    "resnet34": (128, 256, 512),
+    "resnet50": (512, 1024, 2048),
+    "resnet101": (512, 1024, 2048),
+}
+
+
+def load_resnet_weights(resnet: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
+    """Load a torchvision ResNet state dict (path or mapping) into ``resnet``.
+
+    ``num_batches_tracked`` entries are ignored (BatchNorm is frozen). Raises ``ValueError``
+    listing missing / unexpected keys and shape mismatches.
+    """
+    if isinstance(weights, (str, os.PathLike)):
+        if not os.path.isfile(weights):
+            raise ValueError(f"backbone_weights file not found: {weights!s}")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+            state = state["state_dict"]
+    else:
+        state = weights
+    if not isinstance(state, Mapping):
+        raise ValueError(f"backbone_weights must be a path or a state dict, got {type(state).__name__}")
+    state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+    own = resnet.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing[:10]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
+        raise ValueError(
+            "backbone_weights do not match a torchvision "
+            f"{type(resnet).__name__} of this depth: " + "; ".join(parts)
+            + ". Pass the state dict of the same torchvision ResNet variant (e.g. resnet50().state_dict())."
+        )
+    resnet.load_state_dict(state, strict=True)
+
+
+class Backbone(nn.Module):
+    """torchvision ResNet with ``FrozenBatchNorm2d``; stem and layer1 frozen (as in DETR).
+
+    Args:
+        name: ``resnet18|resnet34|resnet50|resnet101``.
+        return_interm_layers: True -> C3, C4, C5 (strides 8, 16, 32); False -> C5 only.
+        weights: None (random init), a path to a torchvision state dict, or a state dict.
+        train_backbone: False freezes every backbone parameter.
+
+    Attributes:
+        strides, num_channels: per returned level.
+    """
+
+    def __init__(
+        self,
+        name: str = "resnet50",
+        return_interm_layers: bool = True,
+        weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
+        train_backbone: bool = True,
+    ):
+        super().__init__()
+        if name not in RESNET_CHANNELS:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_CHANNELS)}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if weights is not None:
+            load_resnet_weights(resnet, weights)
+        for pname, p in resnet.named_parameters():
+            if not train_backbone or not pname.startswith(("layer2", "layer3", "layer4")):
+                p.requires_grad_(False)
+        channels = RESNET_CHANNELS[name]
+        if return_interm_layers:
+            return_layers = {"layer2": "0", "layer3": "1", "layer4": "2"}
+            self.strides = [8, 16, 32]
+            self.num_channels = list(channels)
+        else:
+            return_layers = {"layer4": "0"}
+            self.strides = [32]
+            self.num_channels = [channels[2]]
+        self.body = IntermediateLayerGetter(resnet, return_layers=return_layers)
+
+    def forward(self, images: torch.Tensor, pixel_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """images float (B, 3, H, W), pixel_mask bool (B, H, W) True on padding ->
+        list of (features (B, C_l, H_l, W_l), mask bool (B, H_l, W_l))."""
+        out = []
+        for feat in self.body(images).values():
+            out.append((feat, downsample_mask(pixel_mask, feat.shape[-2:])))
+        return out
+
+
+def downsample_mask(pixel_mask: torch.Tensor, size) -> torch.Tensor:
+    """Nearest-neighbour resize of a bool padding mask (B, H, W) to ``size`` (h, w)."""
+    return F.interpolate(pixel_mask[None].float(), size=tuple(size)).to(torch.bool)[0]

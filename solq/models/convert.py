@@ -1,0 +1,111 @@
+"""Load official SOLQ / Deformable DETR checkpoints into :class:`~solq.models.solq.SOLQ`.
+
+Our modules carry the official names, so the mapping is near-identity. Differences:
+
+* backbone: official ``backbone.0.body.*`` (a Joiner ``nn.Sequential``) -> ours ``backbone.body.*``;
+* the official decoder keeps extra references to the heads used for box refinement / two-stage
+  (``transformer.decoder.bbox_embed.*``, ``transformer.decoder.class_embed.*``): dropped (ours
+  are passed to the decoder at call time);
+* the official mask-vector head is one MLP repeated per decoder layer (``vector_embed.<i>.*``,
+  identical copies): ours is a single shared ``vector_embed.*`` (copy 0 is taken);
+* the official COCO heads have 91 logits indexed by COCO category id; ``category_ids`` (our
+  contiguous label -> COCO id, as datasets expose it) selects those rows of every
+  ``class_embed.<i>``; in two-stage mode the proposal head's row 0 (the official binary
+  "object" logit) stays row 0;
+* a ``"model"`` entry of a checkpoint dict and a DDP ``module.`` prefix are unwrapped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+from typing import Mapping, Sequence
+
+import torch
+from torch import nn
+
+
+def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
+    if isinstance(checkpoint, (str, os.PathLike)):
+        if not os.path.isfile(checkpoint):
+            raise ValueError(f"checkpoint file not found: {checkpoint!s}")
+        try:
+            # official checkpoints also pickle their argparse.Namespace ("args"): allow just that
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"{checkpoint!s} holds objects other than tensors and an argparse.Namespace, so it is not "
+                "loaded with weights_only=True; if you trust the file, load it yourself with "
+                "torch.load(path, weights_only=False) and pass the resulting dict"
+            ) from err
+    if isinstance(checkpoint, Mapping) and "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
+        checkpoint = checkpoint["model"]
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"expected a state dict or a checkpoint with a 'model' entry, got {type(checkpoint).__name__}")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in checkpoint.items()}
+
+
+def convert_official_state_dict(state_dict, category_ids: Sequence[int] | None = None) -> dict[str, torch.Tensor]:
+    """Map an official SOLQ / Deformable DETR state dict (or checkpoint path / dict with "model")
+    to our key layout; see the module docstring for the differences handled.
+
+    Args:
+        state_dict: the official weights.
+        category_ids: contiguous label -> row of the official class heads (COCO category id);
+            None keeps all rows (then ``num_classes`` of our model must equal the official count, 91 for COCO).
+    """
+    sd = _unwrap(state_dict)
+    dec_idx = [int(m.group(1)) for k in sd if (m := re.match(r"transformer\.decoder\.layers\.(\d+)\.", k))]
+    n_dec = max(dec_idx) + 1 if dec_idx else 0
+    out: dict[str, torch.Tensor] = {}
+    for key, value in sd.items():
+        if key.startswith(("transformer.decoder.bbox_embed.", "transformer.decoder.class_embed.")):
+            continue
+        if key.startswith("backbone.0."):
+            out["backbone." + key[len("backbone.0."):]] = value
+            continue
+        if key.startswith("backbone.1."):  # position encoding: no parameters in ours
+            continue
+        m = re.match(r"vector_embed\.(\d+)\.(.*)", key)
+        if m:
+            if m.group(1) == "0":
+                out["vector_embed." + m.group(2)] = value
+            continue
+        m = re.match(r"class_embed\.(\d+)\.(weight|bias)$", key)
+        if m and category_ids is not None:
+            rows = [int(c) for c in category_ids]
+            if int(m.group(1)) == n_dec:  # two-stage proposal head: binary logit in row 0
+                rows = [0] + rows[1:]
+            if max(rows) >= value.shape[0] or min(rows) < 0:
+                raise ValueError(f"category id {max(rows)} out of range for {key} with {value.shape[0]} rows")
+            value = value[rows]
+        out[key] = value
+    return out
+
+
+def load_official_checkpoint(model: nn.Module, checkpoint, category_ids: Sequence[int] | None = None) -> nn.Module:
+    """Convert ``checkpoint`` (path, state dict or dict with "model") and load it into ``model``
+    strictly. Raises ``ValueError`` listing missing / unexpected keys and shape mismatches
+    (e.g. a different ``d_model``, ``n_vector``, number of layers or backbone)."""
+    converted = convert_official_state_dict(checkpoint, category_ids)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(converted))
+    unexpected = sorted(set(converted) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in converted and converted[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {missing[:10]}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
+        if mismatched:
+            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
+        raise ValueError("official checkpoint does not fit this model: " + "; ".join(parts)
+                         + ". Build SOLQ with the checkpoint's settings (official SOLQ: d_model=384, "
+                           "resnet50, 300 queries, n_vector=256) and pass category_ids for COCO.")
+    model.load_state_dict(converted, strict=True)
+    return model
