@@ -11,12 +11,18 @@ __version__ = "0.1.0"
 
 from .base import MaskCodec
 from .dct import DCTCodec
+from .flatten import FlattenCodec
+from .pca import PCACodec
+from .sparse import SparseCodec
 from .persistence import load
 from .registry import available_codecs, codec_class, get_codec, register_codec
 
 __all__ = [
     "MaskCodec",
     "DCTCodec",
+    "FlattenCodec",
+    "PCACodec",
+    "SparseCodec",
     "load",
     "available_codecs",
     "codec_class",

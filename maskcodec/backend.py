@@ -94,6 +94,8 @@ def is_finite(x: Array) -> bool:
 
 def min_max(x: Array) -> tuple[float, float]:
     """Smallest and largest element of a non-empty array, as Python floats."""
+    if backend_of(x) == "torch":
+        x = x.detach()
     return float(x.min()), float(x.max())
 
 
