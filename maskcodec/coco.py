@@ -26,7 +26,8 @@ import numpy as np
 from numba import njit, prange
 from pycocotools.coco import COCO
 
-from .geometry import _sample_regions, crop_resize, parallel_allowed
+from .geometry import _sample_regions, crop_resize
+from .parallel import parallel_allowed
 
 __all__ = [
     "MaskBatch",
@@ -375,7 +376,7 @@ def _rasterize_polygons(coords, poly_start, ann_polys, meta, regions, buf, inval
 
 @njit(cache=True)
 def _rasterize_polygons_serial(coords, poly_start, ann_polys, meta, regions, buf, invalid):
-    """``_rasterize_polygons`` on one thread (see ``geometry.parallel_allowed``)."""
+    """``_rasterize_polygons`` on one thread (see ``maskcodec.parallel``)."""
     for a in range(ann_polys.shape[0] - 1):
         _rasterize_one(a, coords, poly_start, ann_polys, meta, regions, buf, invalid)
 

@@ -26,6 +26,7 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .dct import dct_matrix, zigzag_indices
+from .parallel import parallel_allowed
 
 _BLOCK = 8  # coefficients per register block; the column basis is zero-padded to a multiple
 _CHUNK = 16  # masks per parallel work item (scratch buffers are per item)
@@ -92,10 +93,9 @@ def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:
         data = np.pad(data, ((0, 0), (0, 0), (0, width - n)))
     words = data.reshape(-1).view(np.uint64)
     args = (n, width // 8, prefix, suffix, rows, cols, wmax, out)
-    if b < _PARALLEL_MIN:
+    if b < _PARALLEL_MIN or not parallel_allowed():
         # Small batches (one image's targets, e.g. in DataLoader workers) stay single-threaded:
-        # no thread start-up, and no numba threading layer is touched (GNU OpenMP does not
-        # survive fork).
+        # no thread start-up; forked children never touch the threading layer (maskcodec.parallel).
         _encode_range(words, 0, b, *args)
     else:
         _encode_parallel(words, b, *args, _CHUNK)

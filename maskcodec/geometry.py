@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 import sys
 
 import numpy as np
@@ -20,6 +19,7 @@ from numba import njit, prange
 
 from . import backend
 from .backend import Array
+from .parallel import parallel_allowed
 
 __all__ = ["crop_resize", "paste"]
 
@@ -176,24 +176,6 @@ def _crop_resize_ragged_serial(buf, meta, boxes, size, binary, threshold, out_f,
 
 #: Below this many output samples a batch runs on one thread.
 _PARALLEL_MIN_WORK = 1 << 16
-
-_parallel_pid: int | None = None
-
-
-def parallel_allowed() -> bool:
-    """Whether this process may launch numba's multi-threaded kernels.
-
-    numba's default threading layer on Linux is GNU OpenMP, which is not fork-safe: a process
-    forked after its parent ran a parallel kernel (a PyTorch DataLoader worker, say) hangs or
-    dies in its first parallel region. So the first parallel launch records the process id,
-    and a forked child (a different pid) uses the single-threaded kernels instead.
-    """
-    global _parallel_pid
-    pid = os.getpid()
-    if _parallel_pid is None:
-        _parallel_pid = pid
-    return _parallel_pid == pid
-
 
 def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: int,
                     threshold: float | None) -> np.ndarray:

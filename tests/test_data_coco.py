@@ -219,8 +219,6 @@ def test_dataset_works_in_spawned_worker_processes(codec):
 
 def test_forked_workers_after_main_process_encoding(codec):
     """The engine's situation: targets were encoded in the main process, then workers are forked."""
-    import numba
-
     from maskcodec.geometry import crop_resize
 
     ds = real_set("coco128", transforms=small_val(), codec=codec)
@@ -228,13 +226,9 @@ def test_forked_workers_after_main_process_encoding(codec):
     # a batch big enough for maskcodec's parallel numba kernel (as training-size targets or
     # evaluation's paste would run in this process)
     crop_resize(np.ones((8, 64, 64), dtype=bool), np.tile([[4.0, 4.0, 60.0, 60.0]], (8, 1)), 128)
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        layer = None
-    if layer == "omp":
-        pytest.xfail("numba's GNU OpenMP threading layer kills forked workers; maskcodec should select "
-                     "numba.config.THREADING_LAYER = 'forksafe' (or use DataLoader multiprocessing_context='spawn')")
+    from maskcodec.dct_runs import encode_binary
+
+    encode_binary(np.ones((300, 32, 32), dtype=bool), 64)  # the parallel DCT kernel too
     loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, range(2)), batch_size=2, num_workers=1,
                                          collate_fn=collate, multiprocessing_context="fork", timeout=60)
     (batch,) = list(loader)

@@ -1,0 +1,22 @@
+"""When numba's multi-threaded kernels may run in this process.
+
+numba's default threading layer on Linux is GNU OpenMP, which is not fork-safe: a process
+forked after its parent ran a parallel kernel (a PyTorch DataLoader worker, say) hangs or dies
+in its first parallel region. The first parallel launch therefore records the process id, and a
+forked child (a different pid) runs the single-threaded twin of each kernel instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+_parallel_pid: int | None = None
+
+
+def parallel_allowed() -> bool:
+    """True in the process that first launched a parallel kernel (or before any launch)."""
+    global _parallel_pid
+    pid = os.getpid()
+    if _parallel_pid is None:
+        _parallel_pid = pid
+    return _parallel_pid == pid
