@@ -127,9 +127,12 @@ class SetCriterion(nn.Module):
                 raise ValueError(f"target mask_vectors have shape {tuple(t['mask_vectors'].shape)} but the model "
                                  f"predicts {src.shape[-1]} numbers: build the model with n_vector = codec.n_components")
         tgt = torch.cat([t["mask_vectors"][j] for t, (_, j) in zip(targets, indices)]).to(src)
+        # Sum over matched queries / (num_boxes * n_k): the per-element mean in one process, and the
+        # same total as one process under data parallelism (num_boxes is averaged across processes).
+        scale = num_boxes * src.shape[-1]
         if self.vector_loss == "l1":
-            return {"loss_vector": F.l1_loss(src, tgt, reduction="mean")}
-        return {"loss_vector": F.mse_loss(src, tgt, reduction="mean"),
+            return {"loss_vector": F.l1_loss(src, tgt, reduction="sum") / scale}
+        return {"loss_vector": F.mse_loss(src, tgt, reduction="sum") / scale,
                 "loss_dice": dice_loss(src.clamp(0, 1), tgt, num_boxes)}
 
     # ------------------------------------------------------------------ driver
