@@ -13,14 +13,16 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import numpy as np
+from matplotlib.figure import Figure
 
 Rows = Sequence[dict[str, Any]]
+
+
+def _subplots(*grid, figsize, dpi, **kw):
+    """``pyplot.subplots`` without pyplot: a bare Figure never touches the user's backend or global state."""
+    fig = Figure(figsize=figsize, dpi=dpi)
+    return fig, fig.subplots(*grid, **kw)
 
 
 def _series(rows: Rows, group: tuple[str, ...], x: str, y: str) -> dict[tuple, list[tuple[float, float]]]:
@@ -35,7 +37,7 @@ def _series(rows: Rows, group: tuple[str, ...], x: str, y: str) -> dict[tuple, l
 def _line_plot(series, title: str, xlabel: str, ylabel: str, label_fmt, xlog: bool = False) -> Figure | None:
     if not series:
         return None
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=110)
+    fig, ax = _subplots(figsize=(6.4, 4.4), dpi=110)
     for key, pts in series.items():
         xs, ys = zip(*pts)
         ax.plot(xs, ys, marker="o", label=label_fmt(key))
@@ -78,7 +80,7 @@ def plot_throughput(rows: Rows) -> Figure | None:
         return None
     labels = [f"{r['codec']}\nN={r['mask_size']} k={r['n_components']}" for r in rows]
     x = np.arange(len(rows))
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.75 * len(rows) + 2), 4.4), dpi=110)
+    fig, ax = _subplots(figsize=(max(6.4, 0.75 * len(rows) + 2), 4.4), dpi=110)
     ax.bar(x - 0.2, [r.get("encode_masks_per_s") or 0 for r in rows], 0.4, label="encode")
     ax.bar(x + 0.2, [r.get("decode_masks_per_s") or 0 for r in rows], 0.4, label="decode")
     ax.set_yscale("log")
@@ -103,7 +105,7 @@ def plot_examples(examples: Sequence[dict], max_settings: int = 12) -> Figure | 
         keep |= set([lbl for lbl in labels if lbl not in keep][: max_settings - len(keep)])
         labels = [lbl for lbl in labels if lbl in keep]
     cols = 1 + len(labels)
-    fig, axes = plt.subplots(len(examples), cols, figsize=(1.5 * cols, 1.6 * len(examples)), dpi=110, squeeze=False)
+    fig, axes = _subplots(len(examples), cols, figsize=(1.5 * cols, 1.6 * len(examples)), dpi=110, squeeze=False)
     for r, e in enumerate(examples):
         size = max(e["targets"])
         axes[r, 0].imshow(e["targets"][size], cmap="gray", vmin=0, vmax=1)
@@ -139,8 +141,6 @@ def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    finally:
-        plt.close(fig)
     return path
 
 

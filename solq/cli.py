@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True)
     v.add_argument("--category", default="balloon", help="name of the single category")
 
+    from .ablation import add_ablate_parser
+
+    add_ablate_parser(sub)
+
     c = sub.add_parser("convert", help="convert an official SOLQ / Deformable DETR checkpoint")
     c.add_argument("checkpoint")
     c.add_argument("--out", required=True)
@@ -185,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = _parser().parse_args(argv)
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "data": _cmd_data,
-                "convert": _cmd_convert}
+                "convert": _cmd_convert, "ablate": lambda a: a.func(a)}
     try:
         return handlers[args.command](args)
     except (_CLIError, ConfigError, CheckpointError, TrainingError, FileNotFoundError, FileExistsError,

@@ -350,14 +350,12 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
 
 def plot_curves(records: list[dict], path: str | os.PathLike) -> None:
     """Training loss per step and AP per epoch → PNG (atomic)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: never switch the caller's backend
 
     train = [r for r in records if r.get("type") == "train"]
     evals = [r for r in records if r.get("type") == "eval"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    axes = fig.subplots(1, 2)
     if train:
         steps = [r["step"] for r in train]
         axes[0].plot(steps, [r["loss"] for r in train], lw=0.8, alpha=0.5, label="loss")
@@ -384,7 +382,6 @@ def plot_curves(records: list[dict], path: str | os.PathLike) -> None:
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp" + path.suffix)
     fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     os.replace(tmp, path)
 
 

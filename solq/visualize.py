@@ -40,17 +40,14 @@ def draw_predictions(
 
     ``boxes`` ``(K, 4)`` xyxy pixels, ``labels`` ``(K,)`` contiguous labels, ``scores`` ``(K,)``,
     ``masks`` ``(K, H, W)`` bool or None. Saves a PNG at the image's resolution to ``path`` when
-    given and returns the matplotlib figure (closed when saved).
+    given and returns the matplotlib figure.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: never switch the caller's backend
     from matplotlib.patches import Rectangle
 
     h, w = image.shape[:2]
     shown = overlay_masks(image, masks) if masks is not None and len(masks) else image
-    fig = plt.figure(figsize=(w / dpi, h / dpi), dpi=dpi)
+    fig = Figure(figsize=(w / dpi, h / dpi), dpi=dpi)
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(shown)
     ax.set_axis_off()
@@ -67,6 +64,5 @@ def draw_predictions(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.stem + ".tmp" + path.suffix)
         fig.savefig(tmp, dpi=dpi)
-        plt.close(fig)
         os.replace(tmp, path)
     return fig
