@@ -50,7 +50,6 @@ import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import backend, coco, geometry, metrics
+from .atomic import atomic_write
 from .registry import available_codecs, codec_class, get_codec
 
 # Codecs written alongside this module register themselves on import.
@@ -925,30 +925,6 @@ def _oracle_ap(gt_coco: Any, results: list[dict], img_ids: list[int]) -> dict[st
 
 
 # ----------------------------------------------------------------------------- output
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def default_file_mode() -> int:
-    """0o666 minus the process umask: the mode ``open()`` would give a new file (mkstemp uses 0o600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def write_outputs(result: BenchResult, out_dir: str | os.PathLike, plots: bool = True) -> list[Path]:
     """Write results.json, results.csv, the PNG plots and RESULTS.md into ``out_dir``."""
     out = Path(out_dir)

@@ -8,13 +8,14 @@ n_k for an "IoU vs n_k" plot). ``write_all`` saves every figure atomically as PN
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from .atomic import atomic_open
 
 Rows = Sequence[dict[str, Any]]
 
@@ -126,22 +127,10 @@ def plot_examples(examples: Sequence[dict], max_settings: int = 12) -> Figure | 
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
-    """Save ``fig`` as PNG through a temp file and a rename, then close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp.png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        from .bench import default_file_mode
-
-        os.chmod(tmp, default_file_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    """Save ``fig`` as PNG atomically."""
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return Path(path)
 
 
 def write_all(result: Any, out_dir: str | os.PathLike) -> list[Path]:

@@ -51,11 +51,12 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
+
+from maskcodec.atomic import atomic_open, atomic_write
 
 from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 
@@ -396,7 +397,7 @@ def subset_annotations(ann_file: Path, image_ids: Optional[Sequence[int]], out_p
     keep = set(int(i) for i in image_ids)
     ds["images"] = [im for im in ds["images"] if int(im["id"]) in keep]
     ds["annotations"] = [a for a in ds["annotations"] if int(a["image_id"]) in keep]
-    atomic_write_text(out_path, json.dumps(ds))
+    atomic_write(out_path, json.dumps(ds))
     return out_path
 
 
@@ -447,26 +448,8 @@ def oracle_ap(spec: CodecSpec, val_ann: str | os.PathLike, train_ann: Optional[s
 
 
 # ---------------------------------------------------------------------------- files
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
+    return atomic_write(path, json.dumps(obj, indent=2, default=_json_default, allow_nan=True) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Optional[Any]:
@@ -764,12 +747,9 @@ def plot_sweep(sweep: Sweep, results: dict[str, Optional[dict]], oracle: dict[st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
-    return path
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
+    return Path(path)
 
 
 def write_report(run: SweepRun, command: str = "") -> list[Path]:
@@ -794,7 +774,7 @@ def write_report(run: SweepRun, command: str = "") -> list[Path]:
     if sum(1 for x in secs if x):
         lines.append(f"- Wall time of the entries run in the last session: {sum(x for x in secs if x) / 60:.1f} min.")
     lines += ["", run.table(), "", f"![table {s.table}]({png.name})", ""]
-    md = atomic_write_text(run.out_dir / f"table{s.table}.md", "\n".join(lines))
+    md = atomic_write(run.out_dir / f"table{s.table}.md", "\n".join(lines))
     js = write_json(run.out_dir / "results.json", {
         "table": s.table, "scale": s.scale, "results": run.results, "oracle": run.oracle,
         "paper": PAPER.get(s.table, {}), "paper_choice": PAPER_CHOICE.get(s.table),

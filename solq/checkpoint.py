@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -32,6 +31,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from maskcodec.atomic import atomic_open
 
 FORMAT_NAME = "solq-checkpoint"
 FORMAT_VERSION = 1
@@ -44,20 +45,9 @@ class CheckpointError(ValueError):
 # ---------------------------------------------------------------------------- save / load
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, "wb") as f:
+        torch.save(state, f)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:

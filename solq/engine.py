@@ -32,6 +32,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from maskcodec.atomic import atomic_open, atomic_write
+
 from .checkpoint import (
     ResumableBatchSampler,
     SeededDataset,
@@ -329,9 +331,7 @@ class MetricsLog:
         if not self.enabled or not self.path.is_file():
             return
         keep = [r for r in self.read() if r.get("step", 0) <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict]:
@@ -379,10 +379,8 @@ def plot_curves(records: list[dict], path: str | os.PathLike) -> None:
     if evals:
         axes[1].legend(loc="lower right")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=100)
-    os.replace(tmp, path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 # ---------------------------------------------------------------------------- loops
@@ -821,7 +819,5 @@ def predict(
             draw_predictions(image, res["boxes"].cpu().numpy(), res["labels"].tolist(), res["scores"].tolist(),
                              res["masks"].cpu().numpy() if "masks" in res else None, class_names=names,
                              path=out / f"{path.stem}.png")
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(results))
-    os.replace(tmp, out / "results.json")
+    atomic_write(out / "results.json", json.dumps(results))
     return results

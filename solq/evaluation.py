@@ -28,6 +28,7 @@ import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
+from maskcodec.atomic import atomic_write
 
 IOU_TYPES = ("bbox", "segm", "boundary")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -181,11 +182,7 @@ def format_table(metrics: dict[str, dict[str, float]], columns: Sequence[str] = 
 
 def save_metrics(metrics: dict, path: str | os.PathLike) -> None:
     """Write metrics as JSON (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(metrics, indent=2))
 
 
 def gt_results(coco_gt: COCO, img_ids: Optional[Sequence[int]] = None, score: float = 1.0) -> list[dict]:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
+from maskcodec.atomic import atomic_open
 
 
 def _colours(n: int) -> np.ndarray:
@@ -60,9 +60,6 @@ def draw_predictions(
         ax.text(x0, max(y0 - 2, 0), f"{name} {float(score):.2f}", fontsize=fontsize, color="white",
                 va="bottom", bbox=dict(facecolor=colours[k], alpha=0.7, pad=1, edgecolor="none"))
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-        fig.savefig(tmp, dpi=dpi)
-        os.replace(tmp, path)
+        with atomic_open(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=dpi)
     return fig

@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
+
+from maskcodec.atomic import atomic_write
 
 __all__ = ["via_to_coco", "write_coco"]
 
@@ -144,14 +145,4 @@ def via_to_coco(
 
 def write_coco(coco: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write a COCO dict as json to ``path`` atomically (temporary file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(coco, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, json.dumps(coco))
