@@ -22,6 +22,16 @@ from .backend import Array
 _CACHE_ATTR = "_linear_constants"
 
 
+def check_components(codec: Any) -> None:
+    """Raise if a fitted ``components_`` (n_components, mask_size**2) no longer matches the parameters."""
+    expected = (codec.n_components, codec.mask_size**2)
+    if codec.components_.shape != expected:
+        raise ValueError(
+            f"fitted components_ have shape {codec.components_.shape} but mask_size={codec.mask_size} and "
+            f"n_components={codec.n_components} need {expected}; refit after changing parameters"
+        )
+
+
 def device_constants(
     owner: object,
     state: Sequence[Any],

@@ -18,7 +18,7 @@ from sklearn.decomposition import PCA, IncrementalPCA
 from . import backend
 from .backend import Array
 from .base import MaskCodec
-from .linear import device_constants
+from .linear import check_components, device_constants
 from .registry import register_codec
 
 
@@ -197,12 +197,7 @@ class PCACodec(MaskCodec):
         return device_constants(self, state, build, like)
 
     def _check_shapes(self) -> None:
-        expected = (self.n_components, self.mask_size**2)
-        if self.components_.shape != expected:
-            raise ValueError(
-                f"fitted components_ have shape {self.components_.shape} but mask_size={self.mask_size} and "
-                f"n_components={self.n_components} need {expected}; refit after changing parameters"
-            )
+        check_components(self)
 
     def _encode(self, masks: Array) -> Array:
         self._check_shapes()

@@ -30,7 +30,7 @@ from sklearn.exceptions import ConvergenceWarning
 from . import backend
 from .backend import Array
 from .base import MaskCodec
-from .linear import device_constants
+from .linear import check_components, device_constants
 from .registry import register_codec
 
 TRANSFORM_ALGORITHMS = ("lasso_cd", "lasso_lars", "fista")
@@ -191,12 +191,7 @@ class SparseCodec(MaskCodec):
         return d, d @ d.T
 
     def _check_shapes(self) -> None:
-        expected = (self.n_components, self.mask_size**2)
-        if self.components_.shape != expected:
-            raise ValueError(
-                f"fitted components_ have shape {self.components_.shape} but mask_size={self.mask_size} and "
-                f"n_components={self.n_components} need {expected}; refit after changing parameters"
-            )
+        check_components(self)
 
     # -- transforms ----------------------------------------------------------------
     def _encode(self, masks: Array) -> Array:
