@@ -34,6 +34,8 @@ from torch.utils.data import Dataset, Sampler
 
 from maskcodec.atomic import atomic_open
 
+from .models.state_dict import state_dict_problems
+
 FORMAT_NAME = "solq-checkpoint"
 FORMAT_VERSION = 1
 
@@ -89,30 +91,13 @@ def load_model_weights(model: torch.nn.Module, state: dict, source: str = "weigh
     """Copy a state dict into ``model``, listing every missing, unexpected and wrong-shape key on failure."""
     weights = model_state_from(state)
     own = model.state_dict()
-    missing = sorted(set(own) - set(weights))
-    unexpected = sorted(set(weights) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in sorted(set(own) & set(weights))
-        if weights[k].shape != own[k].shape
-    ]
-    problems = []
-    if mismatched:
-        problems.append(f"{len(mismatched)} wrong-shape keys: " + "; ".join(_head(mismatched)))
-    if strict and missing:
-        problems.append(f"{len(missing)} missing keys: " + ", ".join(_head(missing)))
-    if strict and unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: " + ", ".join(_head(unexpected)))
+    problems = state_dict_problems(own, weights, strict=strict)
     if problems:
         raise CheckpointError(
             f"{source} does not fit this model ({' | '.join(problems)}); check that the config "
             "(model.*, codec.n_components, number of classes) matches the one used for training"
         )
     model.load_state_dict(weights, strict=strict)
-
-
-def _head(items: list[str], n: int = 8) -> list[str]:
-    return items[:n] + ([f"... (+{len(items) - n} more)"] if len(items) > n else [])
 
 
 # ---------------------------------------------------------------------------- codec

@@ -16,6 +16,8 @@ from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
+from .state_dict import state_dict_problems
+
 #: channels of (layer2, layer3, layer4) = (C3, C4, C5) for each supported ResNet.
 RESNET_CHANNELS: dict[str, tuple[int, int, int]] = {
     "resnet18": (128, 256, 512),
@@ -43,21 +45,8 @@ def load_resnet_weights(resnet: nn.Module, weights: str | os.PathLike | Mapping[
         raise ValueError(f"backbone_weights must be a path or a state dict, got {type(state).__name__}")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     own = resnet.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing[:10]}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
+    parts = state_dict_problems(own, state)
+    if parts:
         raise ValueError(
             "backbone_weights do not match a torchvision "
             f"{type(resnet).__name__} of this depth: " + "; ".join(parts)

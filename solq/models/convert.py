@@ -26,6 +26,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import nn
 
+from .state_dict import state_dict_problems
+
 
 def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
     if isinstance(checkpoint, (str, os.PathLike)):
@@ -92,18 +94,8 @@ def load_official_checkpoint(model: nn.Module, checkpoint, category_ids: Sequenc
     (e.g. a different ``d_model``, ``n_vector``, number of layers or backbone)."""
     converted = convert_official_state_dict(checkpoint, category_ids)
     own = model.state_dict()
-    missing = sorted(set(own) - set(converted))
-    unexpected = sorted(set(converted) - set(own))
-    mismatched = [f"{k}: checkpoint {tuple(converted[k].shape)} vs model {tuple(own[k].shape)}"
-                  for k in own if k in converted and converted[k].shape != own[k].shape]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing[:10]}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {mismatched[:10]}")
+    parts = state_dict_problems(own, converted)
+    if parts:
         raise ValueError("official checkpoint does not fit this model: " + "; ".join(parts)
                          + ". Build SOLQ with the checkpoint's settings (official SOLQ: d_model=384, "
                            "resnet50, 300 queries, n_vector=256) and pass category_ids for COCO.")
