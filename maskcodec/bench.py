@@ -185,6 +185,22 @@ class _MergedSet:
     dropped: list = field(default_factory=list)
 
 
+class _UniqueIds:
+    """Hands out ids unique across merged files: the wanted id if free, else the next free id counting up from 1."""
+
+    def __init__(self) -> None:
+        self._used: set[int] = set()
+        self._next = 1
+
+    def take(self, wanted: int) -> int:
+        if wanted in self._used:
+            while self._next in self._used:
+                self._next += 1
+            wanted = self._next
+        self._used.add(wanted)
+        return wanted
+
+
 def _merge_files(paths: Sequence[str | os.PathLike], exclude_keys: set | None = None) -> tuple[_MergedSet, int]:
     """Read and merge COCO instances files. Returns the merged set and the number of images excluded."""
     from pycocotools.coco import COCO
@@ -195,10 +211,9 @@ def _merge_files(paths: Sequence[str | os.PathLike], exclude_keys: set | None = 
     images, annotations, categories = [], [], {}
     image_origin, image_keys = {}, {}
     seen_keys: dict[tuple, int] = {}
-    used_img, used_ann = set(), set()
+    image_ids, ann_ids = _UniqueIds(), _UniqueIds()
     duplicates = excluded = 0
     dropped: list[tuple[int, str]] = []
-    next_img = next_ann = 1
     for fi, path in enumerate(files):
         with contextlib.redirect_stdout(io.StringIO()):
             c = coco.read_instances(path)
@@ -216,12 +231,7 @@ def _merge_files(paths: Sequence[str | os.PathLike], exclude_keys: set | None = 
                 excluded += 1
                 why_not[img["id"]] = "image also in the evaluation files"
                 continue
-            new_id = img["id"]
-            if new_id in used_img:
-                while next_img in used_img:
-                    next_img += 1
-                new_id = next_img
-            used_img.add(new_id)
+            new_id = image_ids.take(img["id"])
             seen_keys[key] = new_id
             id_map[img["id"]] = new_id
             image_origin[new_id] = (fi, img["id"])
@@ -231,12 +241,7 @@ def _merge_files(paths: Sequence[str | os.PathLike], exclude_keys: set | None = 
             if ann.get("image_id") not in id_map:
                 dropped.append((ann.get("id", -1), why_not.get(ann.get("image_id"), "unknown image")))
                 continue
-            new_id = ann["id"]
-            if new_id in used_ann:
-                while next_ann in used_ann:
-                    next_ann += 1
-                new_id = next_ann
-            used_ann.add(new_id)
+            new_id = ann_ids.take(ann["id"])
             annotations.append({**ann, "id": new_id, "image_id": id_map[ann["image_id"]]})
     merged = COCO()
     merged.dataset = {"images": images, "annotations": annotations, "categories": list(categories.values())}
