@@ -35,6 +35,8 @@ class ModelConfig:
     backbone: str = "resnet50"
     #: ``null`` (random init) or a path to a torchvision ResNet state dict (e.g. ImageNet weights).
     backbone_weights: Optional[str] = None
+    #: ``frozen_bn`` (pretrained weights, as the paper) or ``group_norm`` (training from scratch).
+    backbone_norm: str = "frozen_bn"
     #: ``null``: taken from the training dataset's categories.
     num_classes: Optional[int] = None
     d_model: int = 256

@@ -1,4 +1,12 @@
-"""ResNet backbone with frozen BatchNorm returning C3-C5 (or C5 only) and downsampled padding masks.
+"""ResNet backbone returning C3-C5 (or C5 only) and downsampled padding masks.
+
+Two normalisation recipes (``norm``):
+
+* ``"frozen_bn"`` (default, for pretrained weights, as DETR / Deformable DETR / SOLQ): BatchNorm
+  frozen to its loaded statistics; stem and layer1 frozen, layer2-4 trained.
+* ``"group_norm"`` (for training from random init): GroupNorm(32) after every conv and every
+  layer trained. A random-init network with frozen (identity) BatchNorm has no normalisation at
+  all and frozen random stem features, which learns far slower.
 
 Weights are never downloaded: pass ``weights=PATH`` (a torchvision ResNet state dict saved with
 ``torch.save``) or a state dict, or get random initialisation.
@@ -25,6 +33,14 @@ RESNET_CHANNELS: dict[str, tuple[int, int, int]] = {
     "resnet50": (512, 1024, 2048),
     "resnet101": (512, 1024, 2048),
 }
+
+
+def _group_norm(num_channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(32, num_channels)
+
+
+#: ``norm`` choices of :class:`Backbone` -> torchvision ``norm_layer``.
+NORM_LAYERS = {"frozen_bn": FrozenBatchNorm2d, "group_norm": _group_norm}
 
 
 def load_resnet_weights(resnet: nn.Module, weights: str | os.PathLike | Mapping[str, torch.Tensor]) -> None:
@@ -56,13 +72,14 @@ def load_resnet_weights(resnet: nn.Module, weights: str | os.PathLike | Mapping[
 
 
 class Backbone(nn.Module):
-    """torchvision ResNet with ``FrozenBatchNorm2d``; stem and layer1 frozen (as in DETR).
+    """torchvision ResNet, normalised by ``norm`` (see the module docstring).
 
     Args:
         name: ``resnet18|resnet34|resnet50|resnet101``.
         return_interm_layers: True -> C3, C4, C5 (strides 8, 16, 32); False -> C5 only.
         weights: None (random init), a path to a torchvision state dict, or a state dict.
         train_backbone: False freezes every backbone parameter.
+        norm: ``"frozen_bn"`` (stem and layer1 frozen) or ``"group_norm"`` (all layers trained).
 
     Attributes:
         strides, num_channels: per returned level.
@@ -74,15 +91,19 @@ class Backbone(nn.Module):
         return_interm_layers: bool = True,
         weights: str | os.PathLike | Mapping[str, torch.Tensor] | None = None,
         train_backbone: bool = True,
+        norm: str = "frozen_bn",
     ):
         super().__init__()
         if name not in RESNET_CHANNELS:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(RESNET_CHANNELS)}")
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if norm not in NORM_LAYERS:
+            raise ValueError(f"unknown backbone norm {norm!r}; choose one of {sorted(NORM_LAYERS)}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
         if weights is not None:
             load_resnet_weights(resnet, weights)
+        trained = ("layer2", "layer3", "layer4") if norm == "frozen_bn" else ("",)
         for pname, p in resnet.named_parameters():
-            if not train_backbone or not pname.startswith(("layer2", "layer3", "layer4")):
+            if not train_backbone or not pname.startswith(trained):
                 p.requires_grad_(False)
         channels = RESNET_CHANNELS[name]
         if return_interm_layers:

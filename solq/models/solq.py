@@ -56,6 +56,9 @@ class SOLQ(nn.Module):
         backbone_weights: None (random init; never downloaded), a path to a torchvision ResNet
             state dict, or such a state dict.
         vector_hidden_dim: hidden width of the shared mask-vector MLP (1024 in SOLQ).
+        train_backbone: False freezes the whole backbone.
+        backbone_norm: ``"frozen_bn"`` (pretrained weights; the paper) or ``"group_norm"``
+            (training from random init); see :mod:`solq.models.backbone`.
 
     ``forward(images, pixel_mask)`` returns ``{"pred_logits" (B, Q, C), "pred_boxes" (B, Q, 4)
     cxcywh in [0, 1] of the unpadded image, "pred_vectors" (B, Q, n_k), "aux_outputs": [same
@@ -82,6 +85,7 @@ class SOLQ(nn.Module):
         dropout: float = 0.1,
         vector_hidden_dim: int = 1024,
         train_backbone: bool = True,
+        backbone_norm: str = "frozen_bn",
     ):
         super().__init__()
         for name, value in [("num_classes", num_classes), ("n_vector", n_vector), ("d_model", d_model),
@@ -106,7 +110,7 @@ class SOLQ(nn.Module):
         self.with_vector = with_vector
 
         self.backbone = Backbone(backbone, return_interm_layers=num_feature_levels > 1, weights=backbone_weights,
-                                 train_backbone=train_backbone)
+                                 train_backbone=train_backbone, norm=backbone_norm)
         self.position_embedding = PositionEmbeddingSine(d_model // 2)
         self.transformer = DeformableTransformer(
             d_model=d_model, nhead=nheads, num_encoder_layers=enc_layers, num_decoder_layers=dec_layers,
