@@ -46,8 +46,11 @@ def test_3a_codec_types(base_cfg):
         c = by[name]
         assert (c.codec.name, c.codec.mask_size, c.codec.n_components) == (name, 128, 256)
         assert c.loss.vector_loss == "l1"
-    # the scale preset is the single-level C5-only model on CPU
-    assert all(c.model.num_feature_levels == 1 and c.model.backbone == "resnet18" for c in cfgs)
+    # the cpu scale: a from-scratch ResNet-18 with GroupNorm on C3-C5 (C5 alone is 5x5 cells at 160 px)
+    assert all(c.model.num_feature_levels == 3 and c.model.backbone == "resnet18" for c in cfgs)
+    assert all(c.model.backbone_norm == "group_norm" for c in cfgs)
+    full = entry_config(base_cfg, sweep.entries[-1], "/tmp/unused", scale="full")
+    assert full.model.num_feature_levels == 1 and full.model.backbone_norm == "frozen_bn"
     assert all(c.train.device == "cpu" for c in cfgs)
     assert [e.codec.requires_fit if e.codec else None for e in sweep.entries] == [None, False, True, True, False]
 
