@@ -108,7 +108,8 @@ def main() -> int:
         + " ".join(shlex.quote(o) for o in exp["overrides"] + list(a.overrides)) + "`)",
         "",
         f"Machine: {platform.machine()}, torch {torch.__version__}, {cfg.train.num_threads or torch.get_num_threads()} torch thread(s), "
-        f"{os.cpu_count()} cores (shared with other jobs while this ran, so times are pessimistic).",
+        f"{os.cpu_count()} cores; load average (1/5/15 min) when this report was written: "
+        + "/".join(f"{x:.1f}" for x in os.getloadavg()) + " (above ~2.5 the machine was shared and times are pessimistic).",
         f"Training time {minutes:.1f} min (sum of epoch times, evaluation excluded) for {steps} steps = "
         f"{len(epochs)} of {cfg.train.epochs} configured epochs, batch {cfg.data.batch_size}; median training speed "
         f"{sorted(ips)[len(ips) // 2] if ips else float('nan'):.2f} images/s."
