@@ -304,7 +304,8 @@ def test_missing_image_file(tmp_path):
         ds = CocoInstances(image_dir, ann_file, strict=False)
     assert len(ds) == 1 and ds.skipped == {"missing_images": 1, "annotations_of_missing_images": 1}
     # a file that disappears after construction
-    ds = CocoInstances(image_dir, ann_file, strict=False)
+    with pytest.warns(UserWarning, match="missing"):
+        ds = CocoInstances(image_dir, ann_file, strict=False)
     (image_dir / "001.png").unlink()
     with pytest.raises(FileNotFoundError, match="001.png"):
         ds[0]
