@@ -101,9 +101,9 @@ class Backbone(nn.Module):
         resnet = getattr(torchvision.models, name)(weights=None, norm_layer=NORM_LAYERS[norm])
         if weights is not None:
             load_resnet_weights(resnet, weights)
-        trained = ("layer2", "layer3", "layer4") if norm == "frozen_bn" else ("",)
         for pname, p in resnet.named_parameters():
-            if not train_backbone or not pname.startswith(trained):
+            trains = norm != "frozen_bn" or pname.startswith(("layer2", "layer3", "layer4"))
+            if not (train_backbone and trains):
                 p.requires_grad_(False)
         channels = RESNET_CHANNELS[name]
         if return_interm_layers:
