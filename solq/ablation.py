@@ -778,7 +778,8 @@ def write_report(run: SweepRun, command: str = "") -> list[Path]:
             "left empty; `*` marks the setting the paper chose."),
     ]
     if sum(1 for x in secs if x):
-        lines.append(f"- Wall time of the entries run in the last session: {sum(x for x in secs if x) / 60:.1f} min.")
+        lines.append(f"- Training wall time, summed over the finished entries: {sum(x for x in secs if x) / 60:.1f} min "
+                     "(an entry resumed after an interruption counts its last session only).")
     lines += ["", run.table(), "", f"![table {s.table}]({png.name})", ""]
     md = atomic_write(run.out_dir / f"table{s.table}.md", "\n".join(lines))
     js = write_json(run.out_dir / "results.json", {

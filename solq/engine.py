@@ -527,11 +527,17 @@ def predict_coco(model, postprocess, loader: DataLoader, category_ids: Sequence[
 
 
 def evaluate(model, postprocess, loader: DataLoader, dataset, device: torch.device, info: DistInfo = DistInfo(),
-             iou_types: Sequence[str] = ("bbox", "segm", "boundary"), amp: bool = False) -> dict:
+             iou_types: Optional[Sequence[str]] = None, amp: bool = False) -> dict:
     """COCO metrics of ``model`` on ``dataset`` (needs ``.coco`` and ``.category_ids``); computed on rank 0
-    and broadcast, so every process returns the same dict."""
+    and broadcast, so every process returns the same dict.
+
+    ``iou_types`` defaults to bbox, segm and boundary, or bbox alone for a detector without a mask head
+    (whose mask AP would be a meaningless 0).
+    """
     from .evaluation import evaluate_coco
 
+    if iou_types is None:
+        iou_types = ("bbox", "segm", "boundary") if getattr(_unwrap(model), "with_vector", True) else ("bbox",)
     results = predict_coco(model, postprocess, loader, dataset.category_ids, device, info, amp)
     metrics = None
     if info.is_main:

@@ -64,6 +64,15 @@ def test_training_lowers_the_loss_on_a_repeated_batch(shapes_root, tmp_path):
     assert [r["epoch"] for r in epochs] == list(range(5))
 
 
+def test_a_detector_without_mask_head_is_evaluated_on_boxes_only(shapes_root, tmp_path):
+    # a det-only model's mask AP would be a meaningless 0, which reads like a broken mask head
+    cfg = load_config(None, tiny_overrides(shapes_root, tmp_path / "det", **{
+        "model.with_vector": False, "train.epochs": 1, "train.eval_every": 1}))
+    train(cfg)
+    ev = [r for r in read_metrics(tmp_path / "det" / "metrics.jsonl") if r["type"] == "eval"]
+    assert len(ev) == 1 and "bbox" in ev[0] and "segm" not in ev[0] and "boundary" not in ev[0]
+
+
 def test_resume_mid_epoch_gives_identical_losses(shapes_root, tmp_path):
     """Stop after 3 steps (mid-epoch 1), resume, and compare with an uninterrupted run, bit for bit."""
     full = load_config(None, tiny_overrides(shapes_root, tmp_path / "full"))
