@@ -638,7 +638,7 @@ def train(
         val_sampler = ResumableBatchSampler(len(val_ds), cfg.data.batch_size, shuffle=False,
                                             rank=info.rank, world_size=info.world_size)
         val_loader = _make_loader(val_ds, val_sampler, cfg, info)
-    postprocess = PostProcess(codec, num_select=100)
+    postprocess = PostProcess(codec, num_select=100, output="rle")
 
     def checkpoint(epoch: int, iter_in_epoch: int, global_step: int) -> None:
         rngs = rng_state()
@@ -750,7 +750,7 @@ def run_evaluation(cfg: Config, weights: str | os.PathLike, split: str = "val", 
     sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
                                     world_size=info.world_size)
     loader = _make_loader(ds, sampler, cfg, info)
-    metrics = evaluate(model, PostProcess(codec, num_select=100), loader, ds, info.device, info, amp=cfg.train.amp)
+    metrics = evaluate(model, PostProcess(codec, num_select=100, output="rle"), loader, ds, info.device, info, amp=cfg.train.amp)
     if out_json and info.is_main:
         from .evaluation import save_metrics
 
@@ -780,6 +780,16 @@ def list_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return files
 
 
+def _rle_masks(rles: Sequence[dict]):
+    """COCO RLEs (str counts) -> (K, H, W) bool numpy masks (None if there are none), for drawing."""
+    import pycocotools.mask as mask_util
+
+    if not rles:
+        return None
+    coded = [{"size": r["size"], "counts": r["counts"].encode("ascii")} for r in rles]
+    return mask_util.decode(coded).transpose(2, 0, 1).astype(bool)
+
+
 @torch.no_grad()
 def predict(
     cfg: Config,
@@ -807,7 +817,7 @@ def predict(
     model, codec, category_ids, class_names = load_trained(cfg, weights, device)
     d = cfg.data
     tf = v2.Compose([v2.RandomShortestSize([d.val_scale or max(d.scales)], d.max_size), finalize()])
-    post = PostProcess(codec, num_select=100)
+    post = PostProcess(codec, num_select=100, output="rle")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = class_names or [str(c) for c in category_ids]
@@ -818,14 +828,17 @@ def predict(
         outputs = model(x[None].to(device), None)
         res = post(outputs, torch.tensor([image.shape[:2]], device=device))[0]
         keep = res["scores"] >= score_threshold
+        rles = res.pop("rles", None)
         res = {key: v[keep] for key, v in res.items()}
+        if rles is not None:
+            res["rles"] = [r for r, kept in zip(rles, keep.tolist()) if kept]
         dets = results_to_coco([res], [k], category_ids)
         for det in dets:
             det["file_name"] = path.name
         results += dets
         if draw:
             draw_predictions(image, res["boxes"].cpu().numpy(), res["labels"].tolist(), res["scores"].tolist(),
-                             res["masks"].cpu().numpy() if "masks" in res else None, class_names=names,
+                             _rle_masks(res["rles"]) if "rles" in res else None, class_names=names,
                              path=out / f"{path.stem}.png")
     atomic_write(out / "results.json", json.dumps(results))
     return results

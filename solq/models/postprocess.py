@@ -1,10 +1,12 @@
-"""From SOLQ outputs to scored boxes and full-image masks, and to COCO result dicts.
+"""From SOLQ outputs to scored boxes and masks (full-image or COCO RLE), and to COCO result dicts.
 
 Per image: the top ``num_select`` (query, class) pairs by sigmoid score over the flattened Q × C
 scores (score = class probability, no NMS); boxes cxcywh → xyxy pixels of the original image;
 the selected queries' vectors are decoded by the codec *in one batch on the model's device*,
-pasted into the predicted boxes at the original resolution and thresholded
-(``maskcodec.geometry.paste``).
+then either pasted into the predicted boxes at the original resolution and thresholded
+(``output="masks"``: ``maskcodec.geometry.paste``, (K, H, W) bool) or written box by box
+straight into COCO RLE (``output="rle"``: ``maskcodec.box_rle.paste_rle``, the same RLEs as
+encoding the pasted masks, without building them).
 """
 
 from __future__ import annotations
@@ -16,26 +18,37 @@ import pycocotools.mask as mask_util
 import torch
 from torchvision.ops import box_convert
 
+from maskcodec.box_rle import paste_rle
 from maskcodec.geometry import paste
+
+OUTPUTS = ("masks", "rle")
 
 
 class PostProcess:
     """Callable: ``(outputs, orig_sizes (B, 2) = (H, W)) -> list of B dicts`` with
     "scores" (K,) float, "labels" (K,) int64 (contiguous), "boxes" (K, 4) xyxy pixels and, when the
-    outputs have "pred_vectors" and a codec is given, "masks" (K, H, W) bool; K = min(num_select, Q·C).
+    outputs have "pred_vectors" and a codec is given, "masks" (K, H, W) bool (``output="masks"``)
+    or "rles", a list of K COCO RLE dicts with str counts (``output="rle"``); K = min(num_select, Q·C).
 
     Args:
         codec: a maskcodec codec (``decode`` accepts torch tensors); None for boxes only.
         num_select: detections kept per image (100 for COCO).
         mask_threshold: binarisation threshold of the pasted soft masks.
+        output: "masks" (full-image bool masks) or "rle" (COCO RLEs, box by box; for evaluation).
+
+    Non-finite logits or boxes raise ``ValueError``; boxes of zero area give empty masks.
     """
 
-    def __init__(self, codec: Any = None, num_select: int = 100, mask_threshold: float = 0.5):
+    def __init__(self, codec: Any = None, num_select: int = 100, mask_threshold: float = 0.5,
+                 output: str = "masks"):
         if not isinstance(num_select, int) or num_select < 1:
             raise ValueError(f"num_select must be a positive integer, got {num_select!r}")
+        if output not in OUTPUTS:
+            raise ValueError(f"output must be one of {OUTPUTS}, got {output!r}")
         self.codec = codec
         self.num_select = num_select
         self.mask_threshold = mask_threshold
+        self.output = output
 
     @torch.no_grad()
     def __call__(self, outputs: Mapping[str, torch.Tensor], orig_sizes) -> list[dict[str, torch.Tensor]]:
@@ -44,6 +57,9 @@ class PostProcess:
         orig_sizes = torch.as_tensor(orig_sizes, device=logits.device)
         if orig_sizes.shape != (b, 2):
             raise ValueError(f"orig_sizes must have shape (B, 2) = ({b}, 2) of (H, W), got {tuple(orig_sizes.shape)}")
+        if not (torch.isfinite(logits).all() and torch.isfinite(boxes).all()):
+            raise ValueError("pred_logits or pred_boxes contain NaN or infinite values (a diverged model or "
+                             "corrupt weights?); no detections can be ranked or placed")
         k = min(self.num_select, q * c)
         scores, flat = logits.sigmoid().flatten(1).topk(k, dim=1)  # (B, K)
         query = torch.div(flat, c, rounding_mode="floor")
@@ -65,7 +81,11 @@ class PostProcess:
         soft = soft.view(b, k, *soft.shape[-2:])
         for i, res in enumerate(results):
             size = (int(orig_sizes[i, 0]), int(orig_sizes[i, 1]))
-            res["masks"] = paste(soft[i], res["boxes"].float().contiguous(), size, threshold=self.mask_threshold)
+            if self.output == "rle":
+                res["rles"] = paste_rle(soft[i], res["boxes"].float().contiguous(), size,
+                                        threshold=self.mask_threshold)
+            else:
+                res["masks"] = paste(soft[i], res["boxes"].float().contiguous(), size, threshold=self.mask_threshold)
         return results
 
 
@@ -90,7 +110,8 @@ def encode_rle(masks) -> list[dict]:
 def results_to_coco(results: Sequence[Mapping[str, torch.Tensor]], image_ids: Sequence[int],
                     category_ids: Sequence[int] | None = None) -> list[dict]:
     """PostProcess results -> COCO result dicts (``image_id``, ``category_id``, ``bbox`` xywh,
-    ``score`` and, when masks are present, ``segmentation`` RLE with str counts).
+    ``score`` and, when masks or RLEs are present, ``segmentation`` RLE with str counts: "rles" are
+    used as they are, "masks" (K, H, W) are encoded with pycocotools).
 
     ``category_ids[label]`` maps contiguous labels to dataset category ids (None: identity).
     """
@@ -107,7 +128,11 @@ def results_to_coco(results: Sequence[Mapping[str, torch.Tensor]], image_ids: Se
         else:
             cats = [int(l) for l in labels]
         xywh = box_convert(res["boxes"].float(), "xyxy", "xywh").tolist()
-        rles = encode_rle(res["masks"]) if "masks" in res else None
+        rles = res.get("rles")
+        if rles is None and "masks" in res:
+            rles = encode_rle(res["masks"])
+        if rles is not None and len(rles) != len(scores):
+            raise ValueError(f"got {len(rles)} RLEs for {len(scores)} detections")
         for j in range(len(scores)):
             det = {"image_id": int(image_id), "category_id": cats[j], "bbox": xywh[j], "score": float(scores[j])}
             if rles is not None:

@@ -1,0 +1,256 @@
+"""Box-relative soft masks -> COCO RLE of the pasted, thresholded image masks, box by box.
+
+``paste_rle(masks, boxes, (H, W))`` gives the same RLEs as
+``pycocotools.mask.encode(paste(masks, boxes, (H, W)))`` without ever building the
+``(B, H, W)`` image masks: every mask is resampled only at the pixels whose centre lies in its
+box (the same float64 arithmetic as ``maskcodec.geometry.paste``, so each pixel's value is
+bit-identical) and the column-major runs of the image are written straight from that tile
+(zeros outside the box are counted, not stored). The cost follows the boxes' pixels.
+
+``decode_rle(codec, vectors, boxes, (H, W))`` decodes with the codec first (one batch), and
+``rle_from_masks`` encodes a batch of full masks on the masks' device (torch, e.g. CUDA) so that
+only the run lengths cross to the CPU.
+
+RLEs are dicts ``{"size": [H, W], "counts": str}`` (pycocotools' compressed string, decoded
+as ASCII, ready for ``json.dumps`` and ``COCO.loadRes``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from . import backend
+from .backend import Array
+from .geometry import _check_boxes, _check_image_size, _check_threshold, _paste_axis
+
+__all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
+
+
+# ----------------------------------------------------------------------------- run lengths
+@njit(inline="always")
+def _push(cnts, pos, value, length, state):
+    """Append ``length`` pixels of ``value`` to the runs; ``state = [current value, current count]``."""
+    if length == 0:
+        return cnts, pos
+    if value == state[0]:
+        state[1] += length
+        return cnts, pos
+    if pos >= cnts.shape[0]:
+        grown = np.empty(2 * cnts.shape[0], dtype=cnts.dtype)
+        grown[:pos] = cnts[:pos]
+        cnts = grown
+    cnts[pos] = state[1]
+    state[0] = value
+    state[1] = length
+    return cnts, pos + 1
+
+
+@njit(cache=True)
+def _paste_runs(masks, boxes, height, width, threshold):
+    """Column-major run lengths of every pasted, thresholded mask.
+
+    Returns ``(counts, offsets)``: mask ``b``'s runs are ``counts[offsets[b]:offsets[b + 1]]``,
+    starting with a (possibly empty) run of zeros, exactly as pycocotools' ``rleEncode``.
+    """
+    n, nh, nw = masks.shape
+    cnts = np.empty(max(1024, 8 * n), dtype=np.int64)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    pos = 0
+    state = np.zeros(2, dtype=np.int64)
+    row = np.empty(nw, dtype=np.float64)
+    for b in range(n):
+        state[0] = 0
+        state[1] = 0
+        x0 = boxes[b, 0]
+        y0 = boxes[b, 1]
+        x1 = boxes[b, 2]
+        y1 = boxes[b, 3]
+        nx = 0
+        ny = 0
+        if x1 > x0 and y1 > y0 and nh > 0 and nw > 0:
+            xa, nx, u0, u1, lu = _paste_axis(x0, x1, width, nw)
+            ya, ny, v0, v1, lv = _paste_axis(y0, y1, height, nh)
+        if nx == 0 or ny == 0:
+            state[1] = height * width  # all zeros
+        else:
+            # tile[m, k]: pixel (ya + k, xa + m), stored column by column (COCO order)
+            tile = np.zeros((nx, ny), dtype=np.bool_)
+            for k in range(ny):
+                if lv[k] < 0.0:
+                    continue
+                wa = 1.0 - lv[k]
+                wb = lv[k]
+                ra = v0[k]
+                rb = v1[k]
+                for c in range(nw):  # the same expressions, in the same order, as geometry._paste_one
+                    row[c] = wa * masks[b, ra, c] + wb * masks[b, rb, c]
+                for m in range(nx):
+                    if lu[m] < 0.0:
+                        continue
+                    v = (1.0 - lu[m]) * row[u0[m]] + lu[m] * row[u1[m]]
+                    tile[m, k] = v >= threshold
+            state[1] = xa * height + ya  # zeros before the box's first pixel
+            gap = height - ny  # zeros between the box's columns
+            for m in range(nx):
+                if m:
+                    cnts, pos = _push(cnts, pos, False, gap, state)
+                for k in range(ny):
+                    value = tile[m, k]
+                    if value == state[0]:
+                        state[1] += 1
+                    else:
+                        cnts, pos = _push(cnts, pos, value, 1, state)
+            tail = (height - ya - ny) + (width - xa - nx) * height
+            cnts, pos = _push(cnts, pos, False, tail, state)
+        if pos >= cnts.shape[0]:
+            grown = np.empty(2 * cnts.shape[0], dtype=cnts.dtype)
+            grown[:pos] = cnts[:pos]
+            cnts = grown
+        cnts[pos] = state[1]
+        pos += 1
+        offsets[b + 1] = pos
+    return cnts[:pos], offsets
+
+
+@njit(cache=True)
+def _rle_strings(cnts, offsets):
+    """pycocotools' ``rleToString`` for every mask: one byte buffer and per-mask offsets."""
+    n = offsets.shape[0] - 1
+    out = np.empty(13 * cnts.shape[0] + 1, dtype=np.uint8)  # 13 chars hold any 64-bit delta
+    starts = np.zeros(n + 1, dtype=np.int64)
+    p = 0
+    for b in range(n):
+        a = offsets[b]
+        for i in range(offsets[b + 1] - a):
+            x = cnts[a + i]
+            if i > 2:
+                x -= cnts[a + i - 2]
+            more = True
+            while more:
+                c = x & 0x1F
+                x >>= 5
+                if c & 0x10:
+                    more = x != -1
+                else:
+                    more = x != 0
+                if more:
+                    c |= 0x20
+                out[p] = c + 48
+                p += 1
+        starts[b + 1] = p
+    return out[:p], starts
+
+
+def counts_to_rle(counts: np.ndarray, offsets: np.ndarray, image_size: tuple[int, int]) -> list[dict]:
+    """Uncompressed column-major runs (mask ``b``: ``counts[offsets[b]:offsets[b+1]]``) -> COCO RLE dicts."""
+    height, width = image_size
+    data, starts = _rle_strings(np.ascontiguousarray(counts, dtype=np.int64),
+                                np.ascontiguousarray(offsets, dtype=np.int64))
+    text = data.tobytes().decode("ascii")
+    size = [int(height), int(width)]
+    return [{"size": list(size), "counts": text[starts[b]:starts[b + 1]]} for b in range(len(starts) - 1)]
+
+
+# ----------------------------------------------------------------------------- public API
+def paste_rle(masks: Array, boxes: Array, image_size: tuple[int, int], *, threshold: float = 0.5) -> list[dict]:
+    """COCO RLEs of box-relative soft masks pasted into an ``H x W`` image and thresholded.
+
+    Parameters
+    ----------
+    masks : (B, Nh, Nw) float (numpy or CPU torch), e.g. a codec's ``decode`` output.
+    boxes : (B, 4) float, ``xyxy`` image pixels (they may extend outside the image).
+    image_size : (H, W)
+    threshold : a pixel is foreground when its bilinear value is ``>= threshold``.
+
+    Returns
+    -------
+    B dicts ``{"size": [H, W], "counts": str}``, equal to
+    ``pycocotools.mask.encode(np.asfortranarray(paste(masks, boxes, (H, W), threshold=threshold)))``
+    (same sampling, same float64 arithmetic; boxes of zero or negative extent give empty masks).
+    Boxes are read as float64 (pass the boxes you would pass to ``paste``). Tensors on a GPU are
+    pasted there (``paste(..., impl="torch")``) and only their run lengths are copied to the host.
+    """
+    height, width = _check_image_size(image_size)
+    threshold = _check_threshold(threshold)
+    if threshold is None:
+        raise ValueError("paste_rle needs a threshold (a float): RLEs are binary")
+    masks = backend.as_array(masks)
+    if backend.backend_of(masks) == "torch":
+        if masks.device.type != "cpu":  # paste on the device (as paste's "auto" does), copy only the runs
+            from .geometry import paste
+
+            return rle_from_masks(paste(masks, boxes, (height, width), threshold=threshold))
+        masks = masks.detach().float().numpy()
+    boxes = backend.to_numpy(backend.as_array(boxes))
+    masks = np.asarray(masks)
+    if masks.ndim != 3:
+        hint = "; for a single mask use masks[None]" if masks.ndim == 2 else ""
+        raise ValueError(f"masks must have shape (B, N, N), got {tuple(masks.shape)}{hint}")
+    if not backend.is_numeric(masks):
+        raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
+    _check_boxes(boxes, masks.shape[0])
+    if masks.shape[0] == 0:
+        return []
+    counts, offsets = _paste_runs(np.ascontiguousarray(masks, dtype=np.float32),
+                                  np.ascontiguousarray(boxes, dtype=np.float64), height, width, threshold)
+    return counts_to_rle(counts, offsets, (height, width))
+
+
+def decode_rle(codec: Any, vectors: Array, boxes: Array, image_size: tuple[int, int], *,
+               threshold: float = 0.5) -> list[dict]:
+    """Decode ``vectors`` (B, n_k) with ``codec`` in one batch, then ``paste_rle`` into ``image_size``.
+
+    On a GPU tensor the soft masks are pasted and run-length encoded on the device: only the
+    run lengths cross to the CPU.
+    """
+    return paste_rle(codec.decode(vectors), boxes, image_size, threshold=threshold)
+
+
+def rle_from_masks(masks: Array) -> list[dict]:
+    """(B, H, W) bool masks (numpy or torch on any device) -> B COCO RLEs.
+
+    The runs are found on the masks' device (transitions along the column-major order); only the
+    run lengths are copied to the host. Equal to ``pycocotools.mask.encode`` of the masks.
+    """
+    masks = backend.as_array(masks)
+    if masks.ndim != 3:
+        raise ValueError(f"masks must have shape (B, H, W), got {tuple(masks.shape)}")
+    b, height, width = (int(s) for s in masks.shape)
+    if backend.backend_of(masks) != "torch":  # numpy (or cupy, copied): pycocotools on the host
+        import pycocotools.mask as mask_util
+
+        host = np.asarray(backend.to_numpy(masks)) != 0
+        if b == 0:
+            return []
+        rles = mask_util.encode(np.asfortranarray(host.transpose(1, 2, 0).astype(np.uint8)))
+        return [{"size": [height, width], "counts": r["counts"].decode("ascii")} for r in rles]
+    torch = sys.modules["torch"]
+    if b == 0:
+        return []
+    flat = (masks != 0).transpose(1, 2).reshape(b, height * width)  # column-major per mask
+    pad = torch.zeros(b, 1, dtype=torch.bool, device=flat.device)
+    change = torch.cat([pad, flat], 1) != torch.cat([flat, pad], 1)  # (B, HW + 1): run boundaries
+    change[:, 0] = True
+    change[:, -1] = True
+    where = change.nonzero()  # (M, 2) sorted by mask, then position
+    per_mask = torch.bincount(where[:, 0], minlength=b)
+    where, per_mask = where[:, 1].cpu().numpy(), per_mask.cpu().numpy()
+    # boundaries at positions p_0 = 0 < p_1 < ... < p_m = HW; runs are their differences, and a
+    # mask that starts with a 1 gets a leading empty run of zeros
+    counts, offsets, first = [], [0], flat[:, 0].cpu().numpy()
+    start = 0
+    for i in range(b):
+        pts = where[start:start + per_mask[i]]
+        start += per_mask[i]
+        runs = np.diff(pts)
+        if height * width == 0:
+            runs = np.zeros(1, dtype=np.int64)
+        elif first[i]:
+            runs = np.concatenate([[0], runs])
+        counts.append(runs)
+        offsets.append(offsets[-1] + len(runs))
+    return counts_to_rle(np.concatenate(counts), np.asarray(offsets), (height, width))
