@@ -32,21 +32,13 @@ __all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
 
 # ----------------------------------------------------------------------------- run lengths
 @njit(inline="always")
-def _push(cnts, pos, value, length, state):
-    """Append ``length`` pixels of ``value`` to the runs; ``state = [current value, current count]``."""
-    if length == 0:
-        return cnts, pos
-    if value == state[0]:
-        state[1] += length
-        return cnts, pos
-    if pos >= cnts.shape[0]:
-        grown = np.empty(2 * cnts.shape[0], dtype=cnts.dtype)
-        grown[:pos] = cnts[:pos]
-        cnts = grown
-    cnts[pos] = state[1]
-    state[0] = value
-    state[1] = length
-    return cnts, pos + 1
+def _reserve(cnts, pos, need):
+    """``cnts`` with room for ``need`` more runs after ``pos`` (doubling when full)."""
+    if pos + need <= cnts.shape[0]:
+        return cnts
+    grown = np.empty(max(2 * cnts.shape[0], pos + need), dtype=cnts.dtype)
+    grown[:pos] = cnts[:pos]
+    return grown
 
 
 @njit(cache=True)
@@ -55,16 +47,18 @@ def _paste_runs(masks, boxes, height, width, threshold):
 
     Returns ``(counts, offsets)``: mask ``b``'s runs are ``counts[offsets[b]:offsets[b + 1]]``,
     starting with a (possibly empty) run of zeros, exactly as pycocotools' ``rleEncode``.
+
+    Pixel ``(ya + k, xa + m)`` takes ``(1 - lu[m]) * rows[u0[m], k] + lu[m] * rows[u1[m], k]`` with
+    ``rows[c, k] = (1 - lv[k]) * mask[v0[k], c] + lv[k] * mask[v1[k], c]`` in float64: the
+    expressions of ``geometry._paste_one``, evaluated in the same order, so every value is
+    bit-identical; ``rows`` is stored column by column so each image column reads two
+    contiguous lines.
     """
     n, nh, nw = masks.shape
     cnts = np.empty(max(1024, 8 * n), dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
     pos = 0
-    state = np.zeros(2, dtype=np.int64)
-    row = np.empty(nw, dtype=np.float64)
     for b in range(n):
-        state[0] = 0
-        state[1] = 0
         x0 = boxes[b, 0]
         y0 = boxes[b, 1]
         x1 = boxes[b, 2]
@@ -74,43 +68,65 @@ def _paste_runs(masks, boxes, height, width, threshold):
         if x1 > x0 and y1 > y0 and nh > 0 and nw > 0:
             xa, nx, u0, u1, lu = _paste_axis(x0, x1, width, nw)
             ya, ny, v0, v1, lv = _paste_axis(y0, y1, height, nh)
+        value = False  # value of the current run; pycocotools starts with a run of zeros
+        run = 0  # its length so far
         if nx == 0 or ny == 0:
-            state[1] = height * width  # all zeros
+            run = height * width
         else:
-            # tile[m, k]: pixel (ya + k, xa + m), stored column by column (COCO order)
-            tile = np.zeros((nx, ny), dtype=np.bool_)
+            c_lo = nw
+            c_hi = 0
+            for m in range(nx):
+                if lu[m] >= 0.0:
+                    c_lo = min(c_lo, u0[m])
+                    c_hi = max(c_hi, u1[m])
+            rows = np.empty((max(c_hi - c_lo + 1, 0), ny), dtype=np.float64)
+            wa = 1.0 - lv
+            for c in range(c_lo, c_hi + 1):
+                line = rows[c - c_lo]
+                for k in range(ny):
+                    line[k] = wa[k] * masks[b, v0[k], c] + lv[k] * masks[b, v1[k], c]
             for k in range(ny):
-                if lv[k] < 0.0:
-                    continue
-                wa = 1.0 - lv[k]
-                wb = lv[k]
-                ra = v0[k]
-                rb = v1[k]
-                for c in range(nw):  # the same expressions, in the same order, as geometry._paste_one
-                    row[c] = wa * masks[b, ra, c] + wb * masks[b, rb, c]
-                for m in range(nx):
-                    if lu[m] < 0.0:
-                        continue
-                    v = (1.0 - lu[m]) * row[u0[m]] + lu[m] * row[u1[m]]
-                    tile[m, k] = v >= threshold
-            state[1] = xa * height + ya  # zeros before the box's first pixel
+                if lv[k] < 0.0:  # centre outside the box by rounding: the pixel stays 0
+                    rows[:, k] = -np.inf
+            column = np.zeros(ny, dtype=np.bool_)
+            run = xa * height + ya  # zeros before the box's first pixel
             gap = height - ny  # zeros between the box's columns
             for m in range(nx):
-                if m:
-                    cnts, pos = _push(cnts, pos, False, gap, state)
-                for k in range(ny):
-                    value = tile[m, k]
-                    if value == state[0]:
-                        state[1] += 1
+                cnts = _reserve(cnts, pos, ny + 2)
+                if m and gap:
+                    if value:
+                        cnts[pos] = run
+                        pos += 1
+                        value = False
+                        run = gap
                     else:
-                        cnts, pos = _push(cnts, pos, value, 1, state)
+                        run += gap
+                if lu[m] < 0.0:
+                    column[:] = False
+                else:
+                    wl = 1.0 - lu[m]
+                    wh = lu[m]
+                    lo = rows[u0[m] - c_lo]
+                    hi = rows[u1[m] - c_lo]
+                    for k in range(ny):  # vectorisable
+                        column[k] = wl * lo[k] + wh * hi[k] >= threshold
+                for k in range(ny):
+                    if column[k] != value:
+                        cnts[pos] = run
+                        pos += 1
+                        value = column[k]
+                        run = 0
+                    run += 1
             tail = (height - ya - ny) + (width - xa - nx) * height
-            cnts, pos = _push(cnts, pos, False, tail, state)
-        if pos >= cnts.shape[0]:
-            grown = np.empty(2 * cnts.shape[0], dtype=cnts.dtype)
-            grown[:pos] = cnts[:pos]
-            cnts = grown
-        cnts[pos] = state[1]
+            if tail:
+                if value:
+                    cnts[pos] = run
+                    pos += 1
+                    run = tail
+                else:
+                    run += tail
+        cnts = _reserve(cnts, pos, 1)
+        cnts[pos] = run
         pos += 1
         offsets[b + 1] = pos
     return cnts[:pos], offsets

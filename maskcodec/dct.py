@@ -13,10 +13,13 @@ Only the rows and columns of f that the zigzag prefix touches are ever computed 
 
 * encode, numpy bool or uint8 masks: ``maskcodec.dct_runs``, a numba kernel over the runs of
   each row whose cost follows the mask boundary (compiled on first use, cached on disk);
-* encode, anything else (soft float masks -- also float masks that happen to be 0/1 --, torch,
-  cupy): two GEMMs, rows then columns;
-* decode: scatter into the Kr x Kc spectrum, one GEMM (B*Kr, Kc) @ (Kc, N), then a batched
-  (N, Kr) @ (B, Kr, N) product that writes the (B, N, N) output in place. Differentiable in torch.
+* encode, numpy float32/float64 masks, 256 at a time: one pass validates a chunk and spots
+  chunks holding only 0 and 1, which take the run-length kernel too (``dct_runs.scan_float_chunk``);
+  other chunks take the GEMMs below;
+* encode, anything else (soft float masks, torch, cupy): one GEMM (B*N, N) @ (N, Kc) over all
+  rows, then a batched (Kr, N) @ (B, N, Kc) product and the zigzag gather;
+* decode: scatter into the Kr x Kc spectrum, a batched (N, Kr) @ (B, Kr, Kc) product, then one
+  GEMM (B*N, Kc) @ (Kc, N) that writes the (B, N, N) output. Differentiable in torch.
 
 For streams larger than memory, encode chunk by chunk (nothing is kept between calls), e.g.
 ``np.concatenate([codec.encode(chunk) for chunk in chunks])`` or write into a preallocated array.
@@ -35,6 +38,7 @@ from .base import MaskCodec
 from .registry import register_codec
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
+_FLOAT_CHUNK = 256  #: float masks scanned, then encoded, per chunk (4 MiB of bytes at N = 128)
 
 
 @functools.lru_cache(maxsize=32)
@@ -121,26 +125,60 @@ class DCTCodec(MaskCodec):
             cache[key] = tuple(backend.constant_like(c, like) for c in plan)
         return cache[key]
 
+    # -- validation ------------------------------------------------------------------
+    def _validate_masks(self, masks: Array) -> Array:
+        """numpy float masks: shape only here; their values are checked chunk by chunk in the
+        same pass that spots 0/1 chunks (``_encode_float``). Everything else: ``MaskCodec``."""
+        n = self.mask_size
+        if (isinstance(masks, np.ndarray) and masks.dtype in (np.float32, np.float64) and _LITTLE_ENDIAN
+                and masks.ndim == 3 and masks.shape[1:] == (n, n)):
+            return masks
+        return super()._validate_masks(masks)
+
     # -- transforms ----------------------------------------------------------------
     def _encode(self, masks: Array) -> Array:
-        binary = backend.backend_of(masks) == "numpy" and masks.dtype in (np.bool_, np.uint8)
-        if binary and _LITTLE_ENDIAN:
+        kind = backend.backend_of(masks)
+        if kind == "numpy" and masks.dtype in (np.bool_, np.uint8) and _LITTLE_ENDIAN:
             # Binary masks: a run-length kernel whose cost follows the boundary (dct_runs).
             # uint8 masks were checked to hold only 0 and 1 by MaskCodec._validate_masks;
             # the kernel reads 8 pixels as one little-endian uint64.
             from .dct_runs import encode_binary
 
             return encode_binary(masks, self.n_components)
+        if kind == "numpy" and masks.dtype in (np.float32, np.float64) and _LITTLE_ENDIAN:
+            return self._encode_float(masks)
+        return self._encode_dense(masks)
+
+    def _encode_float(self, masks: np.ndarray) -> np.ndarray:
+        """numpy float masks, ``_FLOAT_CHUNK`` at a time: one pass validates a chunk and, when it
+        holds only 0 and 1, writes it as bytes for the run-length kernel (while still in cache);
+        other chunks take the dense GEMMs."""
+        from .dct_runs import encode_binary, scan_float_chunk
+
+        b, n = masks.shape[0], self.mask_size
+        out = np.empty((b, self.n_components), dtype=np.float32)
+        scratch = np.empty(min(b, _FLOAT_CHUNK) * n * n, dtype=np.uint8)
+        for start in range(0, b, _FLOAT_CHUNK):
+            part = masks[start:start + _FLOAT_CHUNK]
+            binary, valid = scan_float_chunk(part, scratch)
+            if not valid:
+                super()._validate_masks(part)  # raises, naming the offending values
+            if binary:
+                out[start:start + len(part)] = encode_binary(
+                    scratch[:part.size].view(np.bool_).reshape(part.shape), self.n_components)
+            else:
+                out[start:start + len(part)] = self._encode_dense(part)
+        return out
+
+    def _encode_dense(self, masks: Array) -> Array:
         masks = backend.to_float32(masks)
         rows, cols, _, zr, zc = self._constants(masks)
         b, n = masks.shape[0], self.mask_size
-        kr, kc = rows.shape[0], cols.shape[0]
-        # (B*N, N) @ (N, Kc): transform every mask row at once.
-        g = masks.reshape(b * n, n) @ cols.T  # (B*N, Kc)
-        # (Kr, N) @ (N, B*Kc): then the columns, all masks in one product.
-        g = g.reshape(b, n, kc).swapaxes(0, 1).reshape(n, b * kc)
-        f = (rows @ g).reshape(kr, b, kc)  # (Kr, B, Kc)
-        return _contiguous(f[zr, :, zc].T)  # (n_k, B) gathered, returned as (B, n_k)
+        kc = cols.shape[0]
+        # (B*N, N) @ (N, Kc): transform every mask row at once (the big GEMM), then
+        # (Kr, N) @ (B, N, Kc) -> (B, Kr, Kc): the columns, mask by mask (Kr/N of the work).
+        g = (masks.reshape(b * n, n) @ cols.T).reshape(b, n, kc)
+        return _contiguous((rows @ g)[:, zr, zc])  # (B, n_k)
 
     def _decode(self, vectors: Array) -> Array:
         _, cols, rows_t, zr, zc = self._constants(vectors)
@@ -148,8 +186,8 @@ class DCTCodec(MaskCodec):
         kr, kc = rows_t.shape[1], cols.shape[0]
         f = _zeros_like(vectors, (b, kr, kc))
         f[:, zr, zc] = vectors  # zero-filled truncated spectrum (differentiable for torch)
-        t = (f.reshape(b * kr, kc) @ cols).reshape(b, kr, n)  # (B, Kr, N): the cheap product
-        return rows_t @ t  # (N, Kr) @ (B, Kr, N) -> (B, N, N), written in place
+        x = rows_t @ f  # (N, Kr) @ (B, Kr, Kc) -> (B, N, Kc): the cheap product, mask by mask
+        return (x.reshape(b * n, kc) @ cols).reshape(b, n, n)  # one GEMM writes the (B, N, N) output
 
 
 def _zeros_like(like: Array, shape: tuple[int, ...]) -> Array:

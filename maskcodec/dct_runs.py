@@ -68,6 +68,63 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return out
 
 
+_SCAN_BLOCK = 1 << 14  # elements per block of the binary scan (checked for non-0/1 values per block)
+
+
+@njit(cache=True, nogil=True)
+def _binary_block(flat, out):  # pragma: no cover - numba
+    """``out = flat != 0``; returns how many values are neither 0 nor 1 (a vectorised loop)."""
+    other = 0
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        out[i] = v != 0.0
+        other += (v != 0.0) & (v != 1.0)
+    return other
+
+
+@njit(cache=True, nogil=True)
+def _out_of_range(flat):  # pragma: no cover - numba
+    """How many values lie outside [0, 1] or are NaN."""
+    bad = 0
+    for i in range(flat.shape[0]):
+        v = flat[i]
+        bad += not ((v >= 0.0) & (v <= 1.0))
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _scan_float(flat, out):  # pragma: no cover - numba
+    """(is every value 0 or 1, is every value in [0, 1] and not NaN); writes ``out = flat != 0``
+    while the values are binary (its content is meaningless once they are not)."""
+    size = flat.shape[0]
+    start = 0
+    while start < size:
+        stop = min(start + _SCAN_BLOCK, size)
+        if _binary_block(flat[start:stop], out[start:stop]):
+            return False, _out_of_range(flat[start:]) == 0
+        start = stop
+    return True, True
+
+
+def scan_float_chunk(masks: np.ndarray, scratch: np.ndarray) -> tuple[bool, bool]:
+    """One pass over numpy float masks: ``(binary, valid)``.
+
+    ``binary``: every value is exactly 0 or 1, and then ``scratch[:masks.size]`` holds them as
+    0/1 bytes (view it as bool for ``encode_binary``); ``valid``: every value lies in [0, 1]
+    (no NaN). ``scratch`` is a uint8 buffer of at least ``masks.size`` bytes.
+    """
+    flat = np.ascontiguousarray(masks).reshape(-1)
+    binary, valid = _scan_float(flat, scratch[:flat.shape[0]])
+    return bool(binary), bool(valid)
+
+
+def scan_float_masks(masks: np.ndarray) -> tuple[np.ndarray | None, bool]:
+    """``scan_float_chunk`` with a fresh buffer: ``(masks as bool, or None if not all 0/1, valid)``."""
+    scratch = np.empty(masks.size, dtype=np.uint8)
+    binary, valid = scan_float_chunk(masks, scratch)
+    return (scratch.view(np.bool_).reshape(masks.shape) if binary else None), valid
+
+
 def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:
     """Zigzag DCT coefficients of binary masks, computed from their runs.
 

@@ -116,7 +116,7 @@ def test_binary_fast_path_matches_dense_path(n, k):
     m[1] = True  # full
     m[2] = np.indices((n, n)).sum(0) % 2 == 0  # checkerboard: the most runs possible
     codec = DCTCodec(mask_size=n, n_components=k)
-    dense = codec.encode(m.astype(np.float32))
+    dense = codec._encode_dense(m.astype(np.float32))  # float 0/1 masks would take the fast path too
     tol = 3e-5 * max(n, 8)
     np.testing.assert_allclose(encode_binary(m, k), dense, atol=tol)
     np.testing.assert_allclose(codec.encode(m), dense, atol=tol)  # bool goes through the fast path
@@ -134,6 +134,58 @@ def test_binary_fast_path_parallel_and_serial_batches_agree():
     parts = np.concatenate([dct_runs.encode_binary(m[i : i + 7], 40) for i in range(0, len(m), 7)])  # serial
     np.testing.assert_array_equal(whole, parts)
     np.testing.assert_allclose(whole, zigzag_dctn(m, 40), atol=1e-4)
+
+
+def test_float_masks_of_only_0_and_1_take_the_run_length_path(monkeypatch):
+    from maskcodec import dct, dct_runs
+
+    monkeypatch.setattr(dct, "_FLOAT_CHUNK", 5)
+    n, k = 24, 40
+    codec = DCTCodec(mask_size=n, n_components=k)
+    binary = random_masks(12, n, seed=3)
+    soft = np.random.default_rng(4).uniform(0, 1, (12, n, n)).astype(np.float32)
+    calls = []
+    real = dct_runs.encode_binary
+    monkeypatch.setattr(dct_runs, "encode_binary", lambda m, k: calls.append(len(m)) or real(m, k))
+    expected = codec.encode(binary)
+    for dtype in (np.float32, np.float64):
+        calls.clear()
+        np.testing.assert_array_equal(codec.encode(binary.astype(dtype)), expected)
+        assert calls == [5, 5, 2]  # every chunk took the run-length kernel
+    # chunks are routed one by one: 0/1 chunks to the runs, soft chunks to the GEMMs
+    mixed = np.concatenate([binary[:5], soft[:5], binary[5:7]]).astype(np.float32)
+    calls.clear()
+    out = codec.encode(mixed)
+    assert calls == [5, 2]
+    np.testing.assert_allclose(out, zigzag_dctn(mixed, k), atol=1e-4)
+    # a soft value after a long 0/1 prefix, and a 0/1 mask with one soft pixel
+    almost = binary[:1].astype(np.float32)
+    almost[0, -1, -1] = 0.5
+    np.testing.assert_allclose(codec.encode(almost), zigzag_dctn(almost, k), atol=1e-4)
+
+
+@pytest.mark.parametrize("bad,match", [(np.nan, "NaN"), (np.inf, "NaN or infinite"), (1.5, r"\[0, 1\]"),
+                                       (-0.25, r"\[0, 1\]")])
+def test_float_scan_still_rejects_bad_values(bad, match):
+    codec = DCTCodec(mask_size=16, n_components=8)
+    for first in (0.0, 0.3):  # a 0/1 prefix, or a soft one
+        m = np.full((3, 16, 16), first, np.float32)
+        m[2, 15, 15] = bad
+        with pytest.raises(ValueError, match=match):
+            codec.encode(m)
+
+
+def test_scan_float_masks():
+    from maskcodec.dct_runs import scan_float_masks
+
+    m = random_masks(3, 20, seed=1)
+    as_bool, valid = scan_float_masks(m.astype(np.float32))
+    assert valid and as_bool.dtype == np.bool_
+    np.testing.assert_array_equal(as_bool, m)
+    soft = m.astype(np.float64) * 0.75
+    assert scan_float_masks(soft) == (None, True)
+    soft[0, 0, 0] = np.nan
+    assert scan_float_masks(soft) == (None, False)
 
 
 def test_binary_fast_path_rejects_other_dtypes():
