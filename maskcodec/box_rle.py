@@ -257,7 +257,8 @@ def rle_from_masks(masks: Array) -> list[dict]:
     where, per_mask = where[:, 1].cpu().numpy(), per_mask.cpu().numpy()
     # boundaries at positions p_0 = 0 < p_1 < ... < p_m = HW; runs are their differences, and a
     # mask that starts with a 1 gets a leading empty run of zeros
-    counts, offsets, first = [], [0], flat[:, 0].cpu().numpy()
+    first = flat[:, 0].cpu().numpy() if height * width else np.zeros(b, dtype=bool)
+    counts, offsets = [], [0]
     start = 0
     for i in range(b):
         pts = where[start:start + per_mask[i]]

@@ -177,3 +177,42 @@ def test_postprocess_rle_output_gives_byte_identical_coco_json():
         PostProcess(codec, output="rle")(outputs, sizes)
     with pytest.raises(ValueError, match="output"):
         PostProcess(codec, output="png")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("ann_file", ["tiny_coco/annotations/instances_val.json", "coco_mini/annotations/instances_val.json",
+                                      "coco128/annotations/instances_train.json"])
+def test_results_json_byte_identical_on_shared_coco_sets(ann_file):
+    """Every image of a shared COCO set: GT-derived and random queries (like an untrained model's)
+    through PostProcess(output="masks") + results_to_coco and PostProcess(output="rle") + results_to_coco."""
+    from pycocotools.coco import COCO
+
+    from solq.models.postprocess import PostProcess, results_to_coco
+
+    path = DATA / ann_file
+    if not path.exists():
+        pytest.skip("needs the shared COCO data")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = COCO(str(path))
+    codec = maskcodec.get_codec("dct", mask_size=128, n_components=256)
+    ref_post, new_post = PostProcess(codec, num_select=100), PostProcess(codec, num_select=100, output="rle")
+    g = torch.Generator().manual_seed(0)
+    q, c = 100, 80
+    for img_id in sorted(coco.getImgIds()):
+        info = coco.imgs[img_id]
+        h, w = info["height"], info["width"]
+        vectors = torch.randn(q, 256, generator=g) * 2
+        vectors[:, 0] += 40  # random queries: blobs of soft values
+        boxes = torch.rand(q, 4, generator=g) * torch.tensor([1.0, 1.0, 0.6, 0.6])
+        anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_id, iscrowd=False)) if a["area"] > 0][:q]
+        if anns:
+            xywh = np.array([a["bbox"] for a in anns], dtype=np.float64)
+            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], 1)
+            masks = np.stack([coco.annToMask(a) for a in anns]).astype(bool)
+            vectors[:len(anns)] = torch.as_tensor(codec.encode(crop_resize(masks, xyxy, 128)))
+            cxcywh = np.concatenate([xywh[:, :2] + xywh[:, 2:] / 2, xywh[:, 2:]], 1) / [w, h, w, h]
+            boxes[:len(anns)] = torch.as_tensor(cxcywh, dtype=torch.float32) * (1 + 0.1 * torch.randn(len(anns), 4, generator=g))
+        outputs = {"pred_logits": torch.randn(1, q, c, generator=g), "pred_boxes": boxes[None], "pred_vectors": vectors[None]}
+        size = torch.tensor([[h, w]])
+        ref = json.dumps(results_to_coco(ref_post(outputs, size), [img_id]))
+        assert json.dumps(results_to_coco(new_post(outputs, size), [img_id])) == ref, img_id

@@ -143,3 +143,31 @@ def test_encode_rle_round_trips():
     back = mask_util.decode([{"size": r["size"], "counts": r["counts"].encode()} for r in rles])  # (H, W, K)
     np.testing.assert_array_equal(back.transpose(2, 0, 1), masks.numpy())
     assert encode_rle(torch.zeros(0, 5, 5, dtype=torch.bool)) == []
+
+
+def test_rle_output_bad_and_degenerate_input():
+    codec = maskcodec.get_codec("dct", mask_size=16, n_components=10)
+    g = torch.Generator().manual_seed(0)
+    out = {"pred_logits": torch.randn(1, 6, 2, generator=g), "pred_boxes": torch.rand(1, 6, 4, generator=g),
+           "pred_vectors": torch.randn(1, 6, 10, generator=g)}
+    out["pred_boxes"][0, 0, 2:] = 0.0  # zero-area box: an empty mask, kept
+    post = PostProcess(codec, num_select=12, output="rle")
+    for size in ([[1, 1]], [[10000, 3]], [[2, 10000]]):
+        res = post(out, torch.tensor(size))[0]
+        ref = PostProcess(codec, num_select=12)(out, torch.tensor(size))[0]
+        dets = results_to_coco([res], [1])
+        assert len(dets) == 12 and dets == results_to_coco([ref], [1])
+        assert all(d["segmentation"]["size"] == size[0] for d in dets)
+    empty = {k: v[:, :0] for k, v in out.items()}  # no queries: no detections
+    res = post(empty, torch.tensor([[5, 5]]))[0]
+    assert res["rles"] == [] and results_to_coco([res], [1]) == []
+    for key, value in (("pred_logits", float("nan")), ("pred_boxes", float("inf"))):
+        broken = dict(out)
+        broken[key] = out[key].clone()
+        broken[key][0, 1, 0] = value
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            post(broken, torch.tensor([[5, 5]]))
+    res = post(out, torch.tensor([[5, 5]]))[0]
+    res["rles"] = res["rles"][:-1]
+    with pytest.raises(ValueError, match="RLEs for 12 detections"):
+        results_to_coco([res], [1])
