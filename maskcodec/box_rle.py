@@ -51,12 +51,14 @@ def _paste_runs(masks, boxes, height, width, threshold):
     Pixel ``(ya + k, xa + m)`` takes ``(1 - lu[m]) * rows[u0[m], k] + lu[m] * rows[u1[m], k]`` with
     ``rows[c, k] = (1 - lv[k]) * mask[v0[k], c] + lv[k] * mask[v1[k], c]`` in float64: the
     expressions of ``geometry._paste_one``, evaluated in the same order, so every value is
-    bit-identical; ``rows`` is stored column by column so each image column reads two
-    contiguous lines.
+    bit-identical. ``rows`` holds only the mask columns the box reads (two per image column at
+    most), each as a contiguous line over the box's image rows.
     """
     n, nh, nw = masks.shape
     cnts = np.empty(max(1024, 8 * n), dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
+    line_of = np.full(nw, -1, dtype=np.int64)  # mask column -> its line in ``rows`` (or -1)
+    line_col = np.empty(nw, dtype=np.int64)
     pos = 0
     for b in range(n):
         x0 = boxes[b, 0]
@@ -73,16 +75,20 @@ def _paste_runs(masks, boxes, height, width, threshold):
         if nx == 0 or ny == 0:
             run = height * width
         else:
-            c_lo = nw
-            c_hi = 0
+            # the mask columns this box reads (at most 2 per image column), each resampled once
+            n_lines = 0
             for m in range(nx):
                 if lu[m] >= 0.0:
-                    c_lo = min(c_lo, u0[m])
-                    c_hi = max(c_hi, u1[m])
-            rows = np.empty((max(c_hi - c_lo + 1, 0), ny), dtype=np.float64)
+                    for c in (u0[m], u1[m]):
+                        if line_of[c] < 0:
+                            line_of[c] = n_lines
+                            line_col[n_lines] = c
+                            n_lines += 1
+            rows = np.empty((n_lines, ny), dtype=np.float64)
             wa = 1.0 - lv
-            for c in range(c_lo, c_hi + 1):
-                line = rows[c - c_lo]
+            for i in range(n_lines):
+                c = line_col[i]
+                line = rows[i]
                 for k in range(ny):
                     line[k] = wa[k] * masks[b, v0[k], c] + lv[k] * masks[b, v1[k], c]
             for k in range(ny):
@@ -106,8 +112,8 @@ def _paste_runs(masks, boxes, height, width, threshold):
                 else:
                     wl = 1.0 - lu[m]
                     wh = lu[m]
-                    lo = rows[u0[m] - c_lo]
-                    hi = rows[u1[m] - c_lo]
+                    lo = rows[line_of[u0[m]]]
+                    hi = rows[line_of[u1[m]]]
                     for k in range(ny):  # vectorisable
                         column[k] = wl * lo[k] + wh * hi[k] >= threshold
                 for k in range(ny):
@@ -117,6 +123,8 @@ def _paste_runs(masks, boxes, height, width, threshold):
                         value = column[k]
                         run = 0
                     run += 1
+            for i in range(n_lines):
+                line_of[line_col[i]] = -1
             tail = (height - ya - ny) + (width - xa - nx) * height
             if tail:
                 if value:
