@@ -31,6 +31,9 @@ __all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
 
 
 # ----------------------------------------------------------------------------- run lengths
+_ONES = np.uint64(0x0101010101010101)  # eight 1 bytes
+_ZERO = np.uint64(0)
+
 @njit(inline="always")
 def _reserve(cnts, pos, need):
     """``cnts`` with room for ``need`` more runs after ``pos`` (doubling when full)."""
@@ -59,6 +62,7 @@ def _paste_runs(masks, boxes, height, width, threshold):
     offsets = np.zeros(n + 1, dtype=np.int64)
     line_of = np.full(nw, -1, dtype=np.int64)  # mask column -> its line in ``rows`` (or -1)
     line_col = np.empty(nw, dtype=np.int64)
+    scratch = np.empty(1 << 16, dtype=np.float64)  # the current mask's resampled lines
     pos = 0
     for b in range(n):
         x0 = boxes[b, 0]
@@ -84,7 +88,9 @@ def _paste_runs(masks, boxes, height, width, threshold):
                             line_of[c] = n_lines
                             line_col[n_lines] = c
                             n_lines += 1
-            rows = np.empty((n_lines, ny), dtype=np.float64)
+            if n_lines * ny > scratch.shape[0]:  # grows rarely: no page faults per mask
+                scratch = np.empty(max(2 * scratch.shape[0], n_lines * ny), dtype=np.float64)
+            rows = scratch[:n_lines * ny].reshape((n_lines, ny))
             wa = 1.0 - lv
             for i in range(n_lines):
                 c = line_col[i]
@@ -94,7 +100,8 @@ def _paste_runs(masks, boxes, height, width, threshold):
             for k in range(ny):
                 if lv[k] < 0.0:  # centre outside the box by rounding: the pixel stays 0
                     rows[:, k] = -np.inf
-            column = np.zeros(ny, dtype=np.bool_)
+            column = np.zeros(-(-ny // 8) * 8, dtype=np.uint8)  # whole uint64 words
+            words = column.view(np.uint64)
             run = xa * height + ya  # zeros before the box's first pixel
             gap = height - ny  # zeros between the box's columns
             for m in range(nx):
@@ -108,7 +115,7 @@ def _paste_runs(masks, boxes, height, width, threshold):
                     else:
                         run += gap
                 if lu[m] < 0.0:
-                    column[:] = False
+                    column[:] = 0
                 else:
                     wl = 1.0 - lu[m]
                     wh = lu[m]
@@ -116,13 +123,19 @@ def _paste_runs(masks, boxes, height, width, threshold):
                     hi = rows[line_of[u1[m]]]
                     for k in range(ny):  # vectorisable
                         column[k] = wl * lo[k] + wh * hi[k] >= threshold
-                for k in range(ny):
+                k = 0
+                while k < ny:
+                    if (k & 7) == 0 and k + 8 <= ny and words[k >> 3] == (_ONES if value else _ZERO):
+                        run += 8  # eight pixels that continue the run
+                        k += 8
+                        continue
                     if column[k] != value:
                         cnts[pos] = run
                         pos += 1
-                        value = column[k]
+                        value = not value
                         run = 0
                     run += 1
+                    k += 1
             for i in range(n_lines):
                 line_of[line_col[i]] = -1
             tail = (height - ya - ny) + (width - xa - nx) * height
