@@ -20,7 +20,7 @@ from numba import njit, prange
 from . import backend
 from .backend import Array
 from .parallel import parallel_allowed
-from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial
+from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
 
 __all__ = ["crop_resize", "paste"]
 
@@ -206,7 +206,7 @@ def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: 
             kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
         else:
             kernel = adaptive_ragged if parallel else adaptive_ragged_serial
-            kernel(buf, meta, boxes, size, 0, threshold is not None, t, out_f, out_b)
+            kernel(buf, word_view(buf), meta, boxes, size, 0, threshold is not None, t, out_f, out_b)
     return out_b if threshold is not None else out_f
 
 

@@ -92,31 +92,131 @@ def _sample_axis(lo, hi, size, ratio, n_pix, origin, n_region):
 
 
 @njit(inline="always")
-def _separable(buf, off, a_lo, a_hi, a_wl, a_wh, ga, sa, b_lo, b_hi, b_wl, b_wh, gb, sb, q_min, q_max, size):
-    """Cell sums ``(size_a, size_b)`` float64: taps along axis a first (stride ``sa``), then axis b."""
-    nq = q_max - q_min + 1
-    tmp = np.zeros((size, nq), dtype=np.float64)
-    for p in range(size):
-        for t in range(ga):
-            s = p * ga + t
-            for w, idx in ((a_wl[s], a_lo[s]), (a_wh[s], a_hi[s])):
-                if w != 0.0:
-                    wf = np.float64(w)
-                    base = off + idx * sa + q_min * sb
-                    for q in range(nq):
-                        tmp[p, q] += wf * buf[base + q * sb]
-    out = np.zeros((size, size), dtype=np.float64)
-    for p in range(size):
-        for j in range(size):
-            acc = 0.0
-            for t in range(gb):
-                s = j * gb + t
-                if b_wl[s] != 0.0:
-                    acc += np.float64(b_wl[s]) * tmp[p, b_lo[s] - q_min]
-                if b_wh[s] != 0.0:
-                    acc += np.float64(b_wh[s]) * tmp[p, b_hi[s] - q_min]
-            out[p, j] = acc
-    return out
+def _cell_windows(idx_lo, idx_hi, w_lo, w_hi, g, size):
+    """Per cell: the window [lo, hi] of taps it reads and the cumulative weights over it.
+
+    Returns (lo (size,), hi (size,), start (size + 1,), cum): cell ``i`` with ``hi[i] >= lo[i]``
+    reads taps ``lo[i]..hi[i]``; ``cum[start[i] + k]`` is the summed weight of its taps before
+    ``lo[i] + k`` (k = 0..hi - lo + 1), in float64. A cell without samples in the image has
+    ``hi < lo``.
+    """
+    lo = np.full(size, 1 << 62, dtype=np.int64)
+    hi = np.full(size, -1, dtype=np.int64)
+    for i in range(size):
+        for t in range(g):
+            s = i * g + t
+            if w_lo[s] != 0.0 or w_hi[s] != 0.0:
+                lo[i] = min(lo[i], idx_lo[s])
+                hi[i] = max(hi[i], idx_hi[s])
+    start = np.zeros(size + 1, dtype=np.int64)
+    for i in range(size):
+        start[i + 1] = start[i] + (hi[i] - lo[i] + 2 if hi[i] >= lo[i] else 0)
+    cum = np.zeros(start[size], dtype=np.float64)
+    for i in range(size):
+        if hi[i] < lo[i]:
+            continue
+        base = start[i] + 1  # cum[start[i]] = 0; per-tap weights first, then the running sum
+        for t in range(g):
+            s = i * g + t
+            if w_lo[s] != 0.0 or w_hi[s] != 0.0:
+                cum[base + idx_lo[s] - lo[i]] += np.float64(w_lo[s])
+                cum[base + idx_hi[s] - lo[i]] += np.float64(w_hi[s])
+        for k in range(start[i] + 1, start[i + 1]):
+            cum[k] += cum[k - 1]
+    return lo, hi, start, cum
+
+
+@njit(inline="always")
+def _run_end(buf, words, pos, stop, v):
+    """First position in [pos, stop) of a contiguous uint8 ``buf`` whose byte is not ``v`` (``stop`` if none).
+
+    ``words`` is ``buf`` viewed as uint64 (8-byte aligned), so long runs are skipped 8 bytes at a time.
+    """
+    while pos < stop and (pos & 7) != 0:
+        if buf[pos] != v:
+            return pos
+        pos += 1
+    pattern = np.uint64(v) * np.uint64(0x0101010101010101)
+    while pos + 8 <= stop and words[pos >> 3] == pattern:
+        pos += 8
+    while pos < stop:
+        if buf[pos] != v:
+            return pos
+        pos += 1
+    return stop
+
+
+@njit(inline="always")
+def _cum_at(r, i, lo, hi, start, cum):
+    """Summed weight of cell ``i``'s taps at positions < r."""
+    if r <= lo[i]:
+        return 0.0
+    if r > hi[i]:
+        return cum[start[i + 1] - 1]
+    return cum[start[i] + r - lo[i]]
+
+
+@njit(inline="always")
+def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb, q_min, q_max, size):
+    """Weighted sums ``(p_max - p_min + 1, size)`` float64 along axis b of every pixel line of axis a.
+
+    Along axis b (the one with the smaller stride) every line of pixels is read as runs of equal
+    values, not pixel by pixel; a run ``[s, e)`` of value ``v`` adds ``v * (cum_i(e) - cum_i(s))``
+    to each cell ``i`` whose window it meets (a difference array for the cells it covers whole).
+    """
+    lo, hi, start, cum = _cell_windows(b_lo, b_hi, b_wl, b_wh, gb, size)
+    # first[r - q_min]: the first cell whose window ends at or after r (windows move monotonically)
+    first = np.empty(q_max - q_min + 2, dtype=np.int64)
+    i = 0
+    for r in range(q_min, q_max + 2):
+        while i < size and (hi[i] < lo[i] or hi[i] < r):
+            i += 1
+        first[r - q_min] = i
+    total = np.zeros(size, dtype=np.float64)
+    for c in range(size):
+        if hi[c] >= lo[c]:
+            total[c] = cum[start[c + 1] - 1]
+    n_lines = p_max - p_min + 1
+    lines = np.zeros((n_lines, size), dtype=np.float64)
+    full = np.zeros(size + 1, dtype=np.float64)  # difference array: value of runs covering whole windows
+    use_words = sb == 1 and words.size > 0
+    for a in range(n_lines):
+        base = off + (p_min + a) * sa
+        row = lines[a]
+        full[:] = 0.0
+        any_full = False
+        r = q_min
+        while r <= q_max:
+            v = buf[base + r * sb]
+            s = r
+            if use_words:
+                r = _run_end(buf, words, base + r + 1, base + q_max + 1, v) - base
+            else:
+                r += 1
+                while r <= q_max and buf[base + r * sb] == v:
+                    r += 1
+            if v == 0:
+                continue
+            fv = np.float64(v)
+            c = first[s - q_min]
+            while c < size and lo[c] < s:  # windows holding the run's start (and maybe its end)
+                row[c] += fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                c += 1
+            end = first[r - q_min]  # windows inside the run: [c, end)
+            if end > c:
+                full[c] += fv
+                full[end] -= fv
+                any_full = True
+            c = max(c, end)
+            while c < size and lo[c] < r:  # windows holding the run's end
+                row[c] += fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                c += 1
+        if any_full:
+            level = 0.0
+            for c in range(size):
+                level += full[c]
+                row[c] += level * total[c]
+    return lines
 
 
 @njit(inline="always")
@@ -144,7 +244,7 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 
 
 @njit(inline="always")
-def _adaptive_one(b, buf, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
+def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
     """Resample item ``b`` of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``)."""
     off = meta[b, 0]
     sy = meta[b, 1]
@@ -163,19 +263,31 @@ def _adaptive_one(b, buf, meta, boxes, size, ratio, binary, threshold, out_f, ou
                 out_f[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
                                              xlo, xhi, xwl, xwh, fcount)
         return
-    # reduce the axis with the larger stride first, so the inner loop runs along the smaller one
+    # runs along the axis with the smaller stride (contiguous pixels), then taps along the other
     x_first = sx >= sy
     if x_first:
-        sums = _separable(buf, off, xlo, xhi, xwl, xwh, gx, sx, ylo, yhi, ywl, ywh, gy, sy, y_min, y_max, size)
+        lines = _line_sums(buf, words, off, sx, x_min, x_max, ylo, yhi, ywl, ywh, gy, sy, y_min, y_max, size)
+        alo, ahi, astart, acum = _cell_windows(xlo, xhi, xwl, xwh, gx, size)
+        p_min = x_min
     else:
-        sums = _separable(buf, off, ylo, yhi, ywl, ywh, gy, sy, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
-    tol = (count + 8) * _TOL_UNIT
-    level = threshold * count  # compare sums, not means: no division per cell
-    band = tol * count
+        lines = _line_sums(buf, words, off, sy, y_min, y_max, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
+        alo, ahi, astart, acum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
+        p_min = y_min
+    band = (count + 8) * _TOL_UNIT * count  # compare sums, not means: no division per cell
+    level = threshold * count
     t32 = np.float32(threshold)
-    for i in range(size):
-        for j in range(size):
-            v = sums[j, i] if x_first else sums[i, j]
+    acc = np.empty(size, dtype=np.float64)
+    for p in range(size):
+        acc[:] = 0.0
+        for k in range(alo[p], ahi[p] + 1):
+            w = acum[astart[p] + k - alo[p] + 1] - acum[astart[p] + k - alo[p]]
+            if w != 0.0:
+                src = lines[k - p_min]
+                for c in range(size):
+                    acc[c] += w * src[c]
+        for c in range(size):
+            i, j = (c, p) if x_first else (p, c)
+            v = acc[c]
             if abs(v - level) <= band:
                 out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
                                              xlo, xhi, xwl, xwh, fcount) >= t32
@@ -184,14 +296,24 @@ def _adaptive_one(b, buf, meta, boxes, size, ratio, binary, threshold, out_f, ou
 
 
 @njit(parallel=True, cache=True)
-def adaptive_ragged(buf, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
-    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``)."""
+def adaptive_ragged(buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
+    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``).
+
+    ``words``: ``buf`` viewed as uint64 when it is 8-byte aligned uint8, else an empty uint64 array.
+    """
     for b in prange(boxes.shape[0]):
-        _adaptive_one(b, buf, meta, boxes, size, ratio, binary, threshold, out_f, out_b)
+        _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b)
 
 
 @njit(cache=True)
-def adaptive_ragged_serial(buf, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
+def adaptive_ragged_serial(buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
     """``adaptive_ragged`` on one thread."""
     for b in range(boxes.shape[0]):
-        _adaptive_one(b, buf, meta, boxes, size, ratio, binary, threshold, out_f, out_b)
+        _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b)
+
+
+def word_view(buf: np.ndarray) -> np.ndarray:
+    """``buf`` (uint8) as uint64 words for the run scan, or an empty array when that is not possible."""
+    if buf.dtype == np.uint8 and buf.ctypes.data % 8 == 0 and buf.size >= 8:
+        return buf[: buf.size // 8 * 8].view(np.uint64)
+    return np.zeros(0, dtype=np.uint64)
