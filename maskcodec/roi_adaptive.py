@@ -158,11 +158,18 @@ def _cum_at(r, i, lo, hi, start, cum):
 
 @njit(inline="always")
 def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb, q_min, q_max, size):
-    """Weighted sums ``(p_max - p_min + 1, size)`` float64 along axis b of every pixel line of axis a.
+    """Weighted sums along axis b of every pixel line of axis a, kept sparse.
 
     Along axis b (the one with the smaller stride) every line of pixels is read as runs of equal
-    values, not pixel by pixel; a run ``[s, e)`` of value ``v`` adds ``v * (cum_i(e) - cum_i(s))``
-    to each cell ``i`` whose window it meets (a difference array for the cells it covers whole).
+    values, not pixel by pixel. A run ``[s, e)`` of value ``v`` gives ``v * (cum_i(e) - cum_i(s))``
+    to the few cells ``i`` whose window holds one of its ends (a "partial" entry), and ``v`` times
+    the cell's total weight to the cells whose window lies inside it (one "full" interval).
+    Line ``L``'s sum for cell ``c`` = its partial entries for ``c`` + ``total[c]`` times the sum of
+    ``v`` over its full intervals holding ``c``.
+
+    Returns (pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total): line ``L`` owns partial
+    entries ``pe_start[L]:pe_start[L + 1]`` and full intervals ``[fi_c0, fi_c1)`` with value ``fi_v``
+    at ``fi_start[L]:fi_start[L + 1]``.
     """
     lo, hi, start, cum = _cell_windows(b_lo, b_hi, b_wl, b_wh, gb, size)
     # first[r - q_min]: the first cell whose window ends at or after r (windows move monotonically)
@@ -177,14 +184,29 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
         if hi[c] >= lo[c]:
             total[c] = cum[start[c + 1] - 1]
     n_lines = p_max - p_min + 1
-    lines = np.zeros((n_lines, size), dtype=np.float64)
-    full = np.zeros(size + 1, dtype=np.float64)  # difference array: value of runs covering whole windows
+    pe_start = np.zeros(n_lines + 1, dtype=np.int64)
+    fi_start = np.zeros(n_lines + 1, dtype=np.int64)
+    # capacity: every nonzero run (at most half the positions, rounded up) has at most `deep`
+    # partial entries at each end and one full interval
+    deep = 0
+    for r in range(q_min, q_max + 1):
+        c = first[r - q_min]
+        d = 0
+        while c < size and lo[c] <= r:
+            d += 1
+            c += 1
+        deep = max(deep, d)
+    runs = n_lines * ((q_max - q_min + 2) // 2 + 1)
+    pe_cell = np.empty(2 * deep * runs + 1, dtype=np.int64)
+    pe_val = np.empty(2 * deep * runs + 1, dtype=np.float64)
+    fi_c0 = np.empty(runs + 1, dtype=np.int64)
+    fi_c1 = np.empty(runs + 1, dtype=np.int64)
+    fi_v = np.empty(runs + 1, dtype=np.float64)
+    ne = 0
+    nf = 0
     use_words = sb == 1 and words.size > 0
     for a in range(n_lines):
         base = off + (p_min + a) * sa
-        row = lines[a]
-        full[:] = 0.0
-        any_full = False
         r = q_min
         while r <= q_max:
             v = buf[base + r * sb]
@@ -200,23 +222,25 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
             fv = np.float64(v)
             c = first[s - q_min]
             while c < size and lo[c] < s:  # windows holding the run's start (and maybe its end)
-                row[c] += fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                pe_cell[ne] = c
+                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                ne += 1
                 c += 1
             end = first[r - q_min]  # windows inside the run: [c, end)
             if end > c:
-                full[c] += fv
-                full[end] -= fv
-                any_full = True
+                fi_c0[nf] = c
+                fi_c1[nf] = end
+                fi_v[nf] = fv
+                nf += 1
             c = max(c, end)
             while c < size and lo[c] < r:  # windows holding the run's end
-                row[c] += fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                pe_cell[ne] = c
+                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                ne += 1
                 c += 1
-        if any_full:
-            level = 0.0
-            for c in range(size):
-                level += full[c]
-                row[c] += level * total[c]
-    return lines
+        pe_start[a + 1] = ne
+        fi_start[a + 1] = nf
+    return pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total
 
 
 @njit(inline="always")
@@ -266,28 +290,37 @@ def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, ou
     # runs along the axis with the smaller stride (contiguous pixels), then taps along the other
     x_first = sx >= sy
     if x_first:
-        lines = _line_sums(buf, words, off, sx, x_min, x_max, ylo, yhi, ywl, ywh, gy, sy, y_min, y_max, size)
+        sparse = _line_sums(buf, words, off, sx, x_min, x_max, ylo, yhi, ywl, ywh, gy, sy, y_min, y_max, size)
         alo, ahi, astart, acum = _cell_windows(xlo, xhi, xwl, xwh, gx, size)
         p_min = x_min
     else:
-        lines = _line_sums(buf, words, off, sy, y_min, y_max, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
+        sparse = _line_sums(buf, words, off, sy, y_min, y_max, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
         alo, ahi, astart, acum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
         p_min = y_min
+    pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total = sparse
     band = (count + 8) * _TOL_UNIT * count  # compare sums, not means: no division per cell
     level = threshold * count
     t32 = np.float32(threshold)
     acc = np.empty(size, dtype=np.float64)
+    diff = np.empty(size + 1, dtype=np.float64)
     for p in range(size):
         acc[:] = 0.0
+        diff[:] = 0.0
         for k in range(alo[p], ahi[p] + 1):
             w = acum[astart[p] + k - alo[p] + 1] - acum[astart[p] + k - alo[p]]
-            if w != 0.0:
-                src = lines[k - p_min]
-                for c in range(size):
-                    acc[c] += w * src[c]
+            if w == 0.0:
+                continue
+            line = k - p_min
+            for e in range(pe_start[line], pe_start[line + 1]):
+                acc[pe_cell[e]] += w * pe_val[e]
+            for f in range(fi_start[line], fi_start[line + 1]):
+                diff[fi_c0[f]] += w * fi_v[f]
+                diff[fi_c1[f]] -= w * fi_v[f]
+        run = 0.0
         for c in range(size):
+            run += diff[c]
+            v = acc[c] + run * total[c]
             i, j = (c, p) if x_first else (p, c)
-            v = acc[c]
             if abs(v - level) <= band:
                 out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
                                              xlo, xhi, xwl, xwh, fcount) >= t32
