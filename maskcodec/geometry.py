@@ -5,7 +5,8 @@
 ``(B, N, N)`` back into an ``H x W`` image (the prediction side).
 
 Boxes are float ``xyxy`` in pixel coordinates: pixel ``i`` covers ``[i, i + 1)`` and its
-centre is ``i + 0.5``. Both functions sample bilinearly.
+centre is ``i + 0.5``. Both functions sample bilinearly; ``crop_resize`` averages several samples
+per cell by default (adaptive ROIAlign, ``maskcodec.roi_adaptive``), as the official SOLQ targets.
 """
 
 from __future__ import annotations
