@@ -11,12 +11,13 @@ float32 boxes:
 * a cell is ``sum over (ty, tx) of (((w1 v1 + w2 v2) + w3 v3) + w4 v4)`` accumulated in float32,
   row of samples by row, then divided by ``count = gy * gx``.
 
-The fast path does not visit the samples one by one: bilinear weights are separable, so one
-pass sums the taps along the axis with the larger stride for every pixel of the other axis,
-and a second pass sums along the other axis (cost about twice the box's pixel count, not
-``count`` taps per cell). It computes the cell in float64 from the same float32 per-axis weights,
-which differs from torchvision's float32 accumulation by at most ``(count + 5) * 2**-24``; a cell
-that close to the threshold is recomputed exactly in torchvision's order. Thresholded output is
+The fast path does not visit the samples one by one: bilinear weights are separable, so each
+line of pixels along the contiguous axis is read as runs of equal values (8 bytes at a time for
+uint8 masks) and a run adds prefix-summed weights to the few cells its ends fall in and a whole
+cell weight to the cells it covers; a second pass sums those lines with the other axis's weights.
+The cell is computed in float64 from the same float32 per-axis weights, which differs from
+torchvision's float32 accumulation by at most about ``(count + 5) * 2**-24``; a cell within
+``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded output is
 therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
 every cell (bitwise equal to roi_align's float32 values).
 """
