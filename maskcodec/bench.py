@@ -274,7 +274,8 @@ def _select_images(c: Any, img_ids: Sequence[int], max_masks: int | None, rng: n
     return sorted(chosen)
 
 
-def _load_all_sizes(c: Any, sizes: Sequence[int], img_ids: Sequence[int]) -> tuple[dict[int, Any], Any]:
+def _load_all_sizes(c: Any, sizes: Sequence[int], img_ids: Sequence[int],
+                    sampling_ratio: int = 0) -> tuple[dict[int, Any], Any]:
     """Masks of the same instances at every N in ``sizes``, and one skip report.
 
     An instance can vanish ("empty mask") after resampling to a small N only; such instances
@@ -284,7 +285,8 @@ def _load_all_sizes(c: Any, sizes: Sequence[int], img_ids: Sequence[int]) -> tup
     reports, batches, kept = {}, {}, {}
     for n in sizes:
         reports[n] = coco.SkipReport()
-        batches[n] = coco.load_masks(c, n, image_ids=list(img_ids), include_crowd=False, skipped=reports[n])
+        batches[n] = coco.load_masks(c, n, image_ids=list(img_ids), include_crowd=False, skipped=reports[n],
+                                     sampling_ratio=sampling_ratio)
         kept[n] = set(int(a) for a in batches[n].ann_ids)
     base = max(sizes)
     common = set.intersection(*kept.values())
@@ -508,6 +510,13 @@ class BenchResult:
             "instance(s) skipped above stay as GT without a prediction (misses); "
             f"{m['ap_gt_unreadable']} annotation(s) pycocotools cannot rasterise left out."
         )
+        sr = m.get("sampling_ratio", 0)
+        out.append(
+            "- GT crops to N×N: " + ("adaptive ROIAlign (`sampling_ratio=0`, ceil(box side / N) bilinear samples per "
+                                     "cell and axis; the official SOLQ targets)" if sr == 0 else
+                                     "one bilinear sample per cell (`sampling_ratio=1`; the official SOLQ uses 0)")
+            + "; rerun with the other `--sampling-ratio` to compare oracle AP."
+        )
         out.append(
             f"- Device: {m['device']}; seed {m['seed']}; max_masks {m['max_masks']}; "
             f"maskcodec {m['maskcodec_version']}; {m['platform']}; wall time {m['elapsed_s']:.1f} s."
@@ -575,6 +584,7 @@ def run(
     max_masks: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    sampling_ratio: int = 0,
 ) -> BenchResult:
     """Benchmark codecs on COCO instance masks; see the module docstring for the metrics.
 
@@ -582,6 +592,8 @@ def run(
     learned codecs on its train split. Raises ``ValueError`` / ``FileNotFoundError`` with a
     message for bad input (unknown codec, unreadable or non-COCO file, empty selection, no
     GPU for ``device="cuda"``).
+    ``sampling_ratio``: how GT masks are cropped to N x N (``geometry.crop_resize``): 0 (default)
+    adaptive ROIAlign, the official SOLQ targets; 1 one bilinear sample per cell. The report says which.
     """
     t_start = time.perf_counter()
     settings, notes = expand_settings(codecs, sizes, dims)
@@ -593,7 +605,7 @@ def run(
         f"fit_ann_files={[str(p) for p in fit_ann_files] if fit_ann_files else None!r}, codecs={codecs!r}, "
         f"sizes={tuple(sizes) if not isinstance(sizes, str) else sizes!r}, "
         f"dims={tuple(dims) if not isinstance(dims, str) else dims!r}, device={device!r}, "
-        f"max_masks={max_masks!r}, seed={seed!r})"
+        f"max_masks={max_masks!r}, seed={seed!r}, sampling_ratio={sampling_ratio!r})"
     )
     eval_label = ""
     user_fit_files = list(fit_ann_files or [])
@@ -649,7 +661,8 @@ def run(
     pbar = _progress_factory(progress)
 
     # ---- evaluation masks, once per N (the same instances at every N)
-    batches, eval_skipped = _load_all_sizes(ev.coco, sorted({s.mask_size for s in settings}), eval_ids)
+    batches, eval_skipped = _load_all_sizes(ev.coco, sorted({s.mask_size for s in settings}), eval_ids,
+                                            sampling_ratio)
     for ann_id, reason in ev.dropped:
         eval_skipped.add(ann_id, reason)
     ref = batches[min(batches)]
@@ -678,7 +691,7 @@ def run(
     fit_skipped = None
     fit_sizes = sorted({s.mask_size for s in settings if s.codec in learned})
     if fit_sizes:
-        fit_batches, fit_skipped = _load_all_sizes(fit_set.coco, fit_sizes, fit_ids)
+        fit_batches, fit_skipped = _load_all_sizes(fit_set.coco, fit_sizes, fit_ids, sampling_ratio)
         if fit_set is not ev:
             for ann_id, reason in fit_set.dropped:
                 fit_skipped.add(ann_id, reason)
@@ -735,6 +748,7 @@ def run(
         "settings": [s.label for s in settings],
         "notes": notes,
         "device": device,
+        "sampling_ratio": sampling_ratio,
         "seed": seed,
         "max_masks": max_masks,
         "maskcodec_version": maskcodec.__version__,

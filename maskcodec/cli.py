@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="vector lengths n_k (combinations with n_k > N² are skipped with a note)")
     b.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where encode/decode run")
     b.add_argument("--out", default="bench_out", metavar="DIR", help="output folder")
+    b.add_argument("--sampling-ratio", type=int, choices=[0, 1], default=0,
+                   help="GT crop sampling: 0 adaptive ROIAlign (official SOLQ targets, default), 1 one sample per cell")
     b.add_argument("--max-masks", type=_positive_int, default=None, metavar="K",
                    help="evaluate at most K masks (whole images, seeded choice)")
     b.add_argument("--seed", type=int, default=0, help="seed for splits, selections and learned codecs")
@@ -111,6 +113,7 @@ def _cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         max_masks=args.max_masks,
         seed=args.seed,
         progress=not args.quiet,
+        sampling_ratio=args.sampling_ratio,
     )
     result.meta["command"] = _command_line(argv)
     written = bench.write_outputs(result, out, plots=not args.no_plots)

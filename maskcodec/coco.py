@@ -6,7 +6,8 @@
 compiled kernel that writes only the box region; RLEs are decoded column range by column
 range), and the whole chunk is resampled to N x N by one compiled call, so a COCO-scale file
 never materialises a full-image mask per annotation. The result is bit-identical to
-``crop_resize(annToMask(ann), bbox, N)`` (checked in ``tests/test_coco.py``).
+``crop_resize(annToMask(ann), bbox, N)`` (checked in ``tests/test_coco.py``), in both sampling
+modes (``sampling_ratio`` 0, the default and the official SOLQ targets, or 1).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 from pycocotools.coco import COCO
 
-from .geometry import _sample_regions, crop_resize
+from .geometry import _check_sampling_ratio, _sample_regions, crop_resize
 from .parallel import parallel_allowed
 
 __all__ = [
@@ -421,6 +422,7 @@ def iter_mask_batches(
     max_masks: int | None = None,
     image_ids: Iterable[int] | None = None,
     skipped: SkipReport | None = None,
+    sampling_ratio: int = 0,
 ) -> Iterator[MaskBatch]:
     """Stream the annotations of a COCO instances file as box-relative masks.
 
@@ -430,6 +432,9 @@ def iter_mask_batches(
     mask_size : int
         Side N of the output masks (each annotation's mask is cropped to its "bbox" and
         resampled like ``geometry.crop_resize``, binarised at 0.5).
+    sampling_ratio : 0 or 1
+        ``crop_resize``'s sampling: 0 (default) averages ceil(box side / N) bilinear samples per
+        cell and axis, as roi_align(sampling_ratio=0) and the official SOLQ targets; 1 takes one.
     batch_size : int
         Masks per yielded chunk; only one chunk of masks is alive at a time.
     include_crowd : bool
@@ -456,6 +461,7 @@ def iter_mask_batches(
     if max_masks is not None and (isinstance(max_masks, bool) or not isinstance(max_masks, (int, np.integer))
                                   or max_masks < 0):
         raise ValueError(f"max_masks must be a non-negative integer or None, got {max_masks!r}")
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
     coco = read_instances(source)
     report = skipped if skipped is not None else SkipReport()
     wanted = None if image_ids is None else {int(i) for i in image_ids}
@@ -468,7 +474,7 @@ def iter_mask_batches(
             continue
         pending.append(ann)
         if len(pending) >= batch_size:
-            for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report):
+            for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report, sampling_ratio):
                 take = min(len(batch), remaining)
                 yield batch if take == len(batch) else _head(batch, int(take))
                 remaining -= take
@@ -476,7 +482,7 @@ def iter_mask_batches(
                     return
             pending = []
     if pending:
-        for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report):
+        for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report, sampling_ratio):
             take = min(len(batch), remaining)
             yield batch if take == len(batch) else _head(batch, int(take))
 
@@ -486,13 +492,13 @@ def _head(batch: MaskBatch, n: int) -> MaskBatch:
 
 
 def _process_chunk(coco: COCO, anns: list[dict], n: int, include_crowd: bool,
-                   report: SkipReport) -> Iterator[MaskBatch]:
+                   report: SkipReport, sampling_ratio: int = 0) -> Iterator[MaskBatch]:
     """Decode the box regions of a chunk of annotations and resample them in one kernel call."""
     decoded = _decode_chunk(coco, anns, include_crowd, report)
     if decoded is None:
         return
     buf, meta, kept, boxes, sizes, invalid = decoded
-    masks = _sample_regions(buf, meta, boxes, n, 0.5)
+    masks = _sample_regions(buf, meta, boxes, n, 0.5, sampling_ratio)
     del buf
     ok = masks.reshape(len(kept), n * n).any(axis=1) & ~invalid
     if not ok.all():
@@ -650,10 +656,11 @@ def load_masks(source: str | os.PathLike | dict | COCO, mask_size: int, **kw: An
     return MaskBatch.concatenate(list(iter_mask_batches(source, mask_size, **kw)), mask_size=mask_size)
 
 
-def reference_masks(coco: COCO, anns: Iterable[dict], mask_size: int) -> np.ndarray:
+def reference_masks(coco: COCO, anns: Iterable[dict], mask_size: int, sampling_ratio: int = 0) -> np.ndarray:
     """Slow reference: ``crop_resize(annToMask(ann), bbox, N)`` per annotation, (b, N, N) bool."""
     out = []
     for ann in anns:
         x, y, w, h = ann["bbox"]
-        out.append(crop_resize(annotation_mask(coco, ann)[None], np.array([[x, y, x + w, y + h]]), mask_size)[0])
+        box = np.array([[x, y, x + w, y + h]])
+        out.append(crop_resize(annotation_mask(coco, ann)[None], box, mask_size, sampling_ratio=sampling_ratio)[0])
     return np.stack(out) if out else np.zeros((0, mask_size, mask_size), dtype=bool)

@@ -5,7 +5,8 @@
 ``(B, N, N)`` back into an ``H x W`` image (the prediction side).
 
 Boxes are float ``xyxy`` in pixel coordinates: pixel ``i`` covers ``[i, i + 1)`` and its
-centre is ``i + 0.5``. Both functions sample bilinearly.
+centre is ``i + 0.5``. Both functions sample bilinearly; ``crop_resize`` averages several samples
+per cell by default (adaptive ROIAlign, ``maskcodec.roi_adaptive``), as the official SOLQ targets.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from numba import njit, prange
 from . import backend
 from .backend import Array
 from .parallel import parallel_allowed
+from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
 
 __all__ = ["crop_resize", "paste"]
 
@@ -177,9 +179,18 @@ def _crop_resize_ragged_serial(buf, meta, boxes, size, binary, threshold, out_f,
 #: Below this many output samples a batch runs on one thread.
 _PARALLEL_MIN_WORK = 1 << 16
 
+def _check_sampling_ratio(sampling_ratio) -> int:
+    if isinstance(sampling_ratio, bool) or sampling_ratio not in (0, 1):
+        raise ValueError(
+            f"sampling_ratio must be 0 (adaptive, as roi_align(sampling_ratio=0) and the official SOLQ targets) "
+            f"or 1 (one bilinear sample per cell), got {sampling_ratio!r}"
+        )
+    return int(sampling_ratio)
+
+
 def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: int,
-                    threshold: float | None) -> np.ndarray:
-    """Run the ragged kernel (see ``_crop_resize_ragged`` for ``meta``)."""
+                    threshold: float | None, sampling_ratio: int = 0) -> np.ndarray:
+    """Run the ragged kernel (see ``_crop_resize_ragged`` for ``meta``) with 0 (adaptive) or 1 sample per cell."""
     n = boxes.shape[0]
     if threshold is None:
         out_f = np.zeros((n, size, size), dtype=np.float32)
@@ -191,8 +202,12 @@ def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: 
         t = 0.0 if threshold is None else float(threshold)
         boxes = np.ascontiguousarray(boxes, dtype=np.float64)
         parallel = n > 1 and n * size * size >= _PARALLEL_MIN_WORK and parallel_allowed()
-        kernel = _crop_resize_ragged if parallel else _crop_resize_ragged_serial
-        kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
+        if sampling_ratio == 1:
+            kernel = _crop_resize_ragged if parallel else _crop_resize_ragged_serial
+            kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
+        else:
+            kernel = adaptive_ragged if parallel else adaptive_ragged_serial
+            kernel(buf, word_view(buf), meta, boxes, size, 0, threshold is not None, t, out_f, out_b)
     return out_b if threshold is not None else out_f
 
 
@@ -217,7 +232,8 @@ def _kernel_view(masks: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
     return masks.reshape(-1), tuple(s // item for s in masks.strides)
 
 
-def crop_resize(masks: Array, boxes: Array, size: int, *, threshold: float | None = 0.5) -> Array:
+def crop_resize(masks: Array, boxes: Array, size: int, *, threshold: float | None = 0.5,
+                sampling_ratio: int = 0) -> Array:
     """Crop full-image masks to their boxes and resample them to ``size x size``.
 
     Parameters
@@ -231,20 +247,28 @@ def crop_resize(masks: Array, boxes: Array, size: int, *, threshold: float | Non
         Side of the output grid.
     threshold : float or None
         Binarise at ``value >= threshold`` (default 0.5) or return the soft values.
+    sampling_ratio : 0 or 1
+        0 (default): adaptive, as ``torchvision.ops.roi_align(masks[:, None].float(), boxes.float(),
+        size, spatial_scale=1, sampling_ratio=0, aligned=True)``: cell ``(i, j)`` averages
+        ``ceil(box_h / size) x ceil(box_w / size)`` bilinear samples spread evenly over the cell.
+        This is what the official SOLQ uses for its ground-truth targets (detectron2's
+        ``BitMasks.crop_and_resize``). Computed in float32 like roi_align on float32 masks and
+        boxes: thresholded output equals ``roi_align(...) >= threshold`` in every pixel, soft output
+        equals roi_align's float32 values (``maskcodec.roi_adaptive`` says how).
+        1: one bilinear sample at the centre of each cell (``sampling_ratio=1``), computed in
+        float64; it agrees with roi_align up to float rounding.
 
     Returns
     -------
     (B, size, size) bool (threshold given) or float32.
 
-    Output cell ``(i, j)`` is the bilinear sample at the centre of cell ``(i, j)`` of a
-    ``size x size`` grid spanning the box, exactly as ``torchvision.ops.roi_align(masks[:, None],
-    boxes, size, spatial_scale=1, sampling_ratio=1, aligned=True)``: samples more than one pixel
-    outside the image are 0, those within one pixel take the edge value. Boxes of zero or
-    negative width or height give an all-zero output (roi_align would instead repeat one
-    column or row).
+    Samples more than one pixel outside the image are 0, those within one pixel take the edge
+    value. Boxes of zero or negative width or height give an all-zero output (with
+    ``sampling_ratio=1`` roi_align would instead repeat one column or row; with 0 it also gives 0).
     """
     size = _check_size(size)
     threshold = _check_threshold(threshold)
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
     kind = backend.backend_of(backend.as_array(masks))
     like = masks
     masks = backend.to_numpy(backend.as_array(masks))
@@ -264,7 +288,7 @@ def crop_resize(masks: Array, boxes: Array, size: int, *, threshold: float | Non
         meta = np.empty((b, 9), dtype=np.int64)
         meta[:, 0] = np.arange(b, dtype=np.int64) * sb
         meta[:, 1:] = (sy, sx, 0, 0, h, w, h, w)
-        out = _sample_regions(buf, meta, boxes.astype(np.float64), size, threshold)
+        out = _sample_regions(buf, meta, boxes.astype(np.float64), size, threshold, sampling_ratio)
     if kind == "numpy":
         return out
     return backend.constant_like(out, like)

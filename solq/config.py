@@ -59,6 +59,9 @@ class CodecConfig:
     name: str = "dct"
     mask_size: int = 128
     n_components: int = 256
+    #: Ground-truth crop sampling (``maskcodec.geometry.crop_resize``): 0 = adaptive ROIAlign, the
+    #: official SOLQ targets (detectron2 ``crop_and_resize``); 1 = one bilinear sample per cell.
+    sampling_ratio: int = 0
     #: Saved fitted codec (``maskcodec.load``) for learned codecs (pca, sparse); overrides the above.
     path: Optional[str] = None
 
@@ -337,6 +340,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("model.enc_layers must be >= 0 and model.dec_layers >= 1")
     positive("codec.mask_size", c.mask_size)
     positive("codec.n_components", c.n_components)
+    if c.sampling_ratio not in (0, 1) or isinstance(c.sampling_ratio, bool):
+        raise ConfigError(f"codec.sampling_ratio must be 0 (adaptive, official SOLQ targets) or 1, got {c.sampling_ratio!r}")
     positive("train.epochs", t.epochs)
     positive("train.lr", t.lr)
     positive("data.batch_size", d.batch_size)

@@ -8,7 +8,11 @@ every ``eval_every`` epochs, and writes into ``cfg.output_dir``:
   ``solq eval`` / ``solq predict``);
 * ``metrics.jsonl``: one JSON object per line (``{"type": "train", "step", "epoch", "iter",
   "loss", <terms>, "lr", "images_per_s"}`` every ``log_every`` steps, ``{"type": "epoch", ...}``
-  and ``{"type": "eval", "epoch", "bbox": {...}, "segm": {...}, "boundary": {...}}``);
+  and ``{"type": "eval", "epoch", "bbox": {...}, "segm": {...}, "boundary": {...}}``). ``"loss"`` is
+  the weighted total that is optimised; the ``<terms>`` (``loss_ce``, ``loss_bbox``, ``loss_giou``,
+  ``loss_vector``, last decoder layer) are **unweighted**: the official SOLQ / Deformable DETR logs
+  print the terms multiplied by their weights, so its ``loss_vector`` is λ_vec (3) times ours,
+  ``loss_ce`` 2×, ``loss_bbox`` 5× and ``loss_giou`` 2×, while the totals are equal;
 * ``curves.png``: training loss and AP curves, redrawn after each epoch.
 
 Data parallel: launch the same command with ``torchrun --nproc_per_node N``; every process
@@ -206,7 +210,8 @@ def build_dataset(cfg: Config, split: str, codec=None, train: bool = False, info
         tf = make_transforms("train", scales=d.scales, max_size=d.max_size, crop=d.crop, flip=d.hflip)
     else:
         tf = make_transforms("val", scales=[d.val_scale or max(d.scales)], max_size=d.max_size)
-    ds = CocoInstances(image_dir, ann_file, transforms=tf, codec=codec, keep_masks=keep_masks)
+    ds = CocoInstances(image_dir, ann_file, transforms=tf, codec=codec, keep_masks=keep_masks,
+                       sampling_ratio=cfg.codec.sampling_ratio)
     limit = getattr(d, split).limit if cfg.data.shapes is None else None
     if limit is not None and limit < len(ds):
         sub = Subset(ds, list(range(limit)))

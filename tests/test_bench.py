@@ -223,3 +223,13 @@ def test_duplicate_images_across_files_counted_once(small_coco, tmp_path):
     assert result.meta["eval_masks"] == 5
     assert result.meta["duplicate_images"] == 3
     assert result.meta["eval_skipped"] == {"image already read from an earlier file": 5}
+
+
+def test_report_states_the_gt_sampling(small_coco):
+    default = bench.run([small_coco], codecs="dct:16:16", progress=False)
+    one = bench.run([small_coco], codecs="dct:16:16", progress=False, sampling_ratio=1)
+    assert default.meta["sampling_ratio"] == 0 and one.meta["sampling_ratio"] == 1
+    assert "adaptive ROIAlign (`sampling_ratio=0`" in default.to_markdown()
+    assert "one bilinear sample per cell (`sampling_ratio=1`" in one.to_markdown()
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        bench.run([small_coco], codecs="dct:16:16", progress=False, sampling_ratio=2)

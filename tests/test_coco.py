@@ -289,3 +289,33 @@ def test_bad_files(tmp_path):
         read_instances(tmp_path)
     with pytest.raises(ValueError, match="mask_size"):
         next(iter_mask_batches(_tiny_dataset(), 0))
+
+
+def _roi_align_reference(coco, anns, boxes, size, sampling_ratio):
+    """annToMask (full image) -> torchvision roi_align(aligned=True) on float32 -> >= 0.5."""
+    torch = pytest.importorskip("torch")
+    roi_align = pytest.importorskip("torchvision.ops").roi_align
+    out = []
+    for ann, box in zip(anns, boxes):
+        full = torch.from_numpy(annotation_mask(coco, ann))[None, None].float()
+        rois = torch.cat([torch.zeros(1, 1), torch.from_numpy(box[None]).float()], 1)
+        out.append(roi_align(full, rois, size, 1.0, sampling_ratio, True)[0, 0].numpy() >= 0.5)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("size", [16, 128])
+def test_adaptive_fast_path_equals_roi_align_on_real_masks(val_dataset, size):
+    """Polygons and crowd RLEs of the built-in sample: boxes smaller and larger than N, every pixel equal."""
+    anns = [a for a in val_dataset["annotations"] if not a["iscrowd"]][:40]
+    crowd = [a for a in val_dataset["annotations"] if a["iscrowd"]][:2]
+    coco = read_instances(_subset(val_dataset, anns + crowd))
+    batch = load_masks(coco, size, include_crowd=True, batch_size=16)
+    assert len(batch) == 42
+    ref = _roi_align_reference(coco, coco.loadAnns(batch.ann_ids.tolist()), batch.boxes, size, 0)
+    np.testing.assert_array_equal(batch.masks, ref)
+    sides = np.maximum(batch.boxes[:, 2] - batch.boxes[:, 0], batch.boxes[:, 3] - batch.boxes[:, 1])
+    assert (sides > size).any() and (sides < size).any()
+    one = load_masks(coco, size, include_crowd=True, sampling_ratio=1)
+    np.testing.assert_array_equal(one.masks, reference_masks(coco, coco.loadAnns(one.ann_ids.tolist()), size, 1))
+    with pytest.raises(ValueError, match="sampling_ratio"):
+        load_masks(coco, size, sampling_ratio=3)

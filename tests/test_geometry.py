@@ -25,10 +25,10 @@ def _random_boxes(rng, b, h, w, outside=10.0):
     return np.stack([x0, y0, x0 + rng.uniform(0.5, w, b), y0 + rng.uniform(0.5, h, b)], axis=1)
 
 
-def _roi_align(masks, boxes, size):
+def _roi_align(masks, boxes, size, sampling_ratio=1):
     rois = torch.cat([torch.arange(len(boxes), dtype=torch.float64)[:, None], torch.from_numpy(boxes)], 1)
     out = roi_align(torch.from_numpy(masks)[:, None].float(), rois.float(), size,
-                    spatial_scale=1.0, sampling_ratio=1, aligned=True)
+                    spatial_scale=1.0, sampling_ratio=sampling_ratio, aligned=True)
     return out[:, 0].numpy()
 
 
@@ -38,13 +38,58 @@ def test_crop_resize_matches_roi_align(size):
     masks = _random_masks(rng, 40, 37, 53)
     boxes = _random_boxes(rng, 40, 37, 53)
     ref = _roi_align(masks, boxes, size)
-    soft = crop_resize(masks, boxes, size, threshold=None)
+    soft = crop_resize(masks, boxes, size, threshold=None, sampling_ratio=1)
     assert soft.dtype == np.float32 and soft.shape == (40, size, size)
     np.testing.assert_allclose(soft, ref, atol=1e-5)
-    hard = crop_resize(masks, boxes, size)
+    hard = crop_resize(masks, boxes, size, sampling_ratio=1)
     assert hard.dtype == np.bool_
     # identical up to float32 rounding exactly at the threshold
     assert np.mean(hard != (ref >= 0.5)) < 1e-3
+
+
+def _adaptive_boxes(rng, b, h, w, size):
+    """Boxes smaller and larger than ``size``, partly outside the image, thin, with float32-exact ties."""
+    x0 = rng.uniform(-15, w, b)
+    y0 = rng.uniform(-15, h, b)
+    bw = rng.choice([0.3, 1.0, 2.5, size / 3, size - 0.5, size, 2 * size, 3.7 * size], b) * rng.uniform(0.8, 1.2, b)
+    bh = rng.choice([0.3, 1.0, 2.5, size / 3, size - 0.5, size, 2 * size, 3.7 * size], b) * rng.uniform(0.8, 1.2, b)
+    boxes = np.stack([x0, y0, x0 + bw, y0 + bh], axis=1)
+    boxes[: b // 4] = np.round(boxes[: b // 4])  # integer boxes: many samples exactly on pixel centres
+    return boxes.astype(np.float32)
+
+
+@pytest.mark.parametrize("size", [5, 16, 28])
+def test_adaptive_crop_resize_equals_roi_align_sampling_ratio_0(size):
+    rng = np.random.default_rng(100 + size)
+    h, w = 61, 83
+    masks = _random_masks(rng, 64, h, w)
+    boxes = _adaptive_boxes(rng, 64, h, w, size)
+    ref = _roi_align(masks, boxes, size, sampling_ratio=0)
+    soft = crop_resize(masks, boxes, size, threshold=None, sampling_ratio=0)
+    np.testing.assert_array_equal(soft, ref)  # bitwise: torchvision's float32 order is reproduced
+    hard = crop_resize(masks, boxes, size)  # the default is adaptive
+    np.testing.assert_array_equal(hard, ref >= 0.5)
+    # soft float masks too, and the one-sample mode really differs on boxes larger than size
+    soft_in = rng.random((8, h, w)).astype(np.float32)
+    np.testing.assert_array_equal(crop_resize(soft_in, boxes[:8], size, threshold=None), _roi_align(soft_in, boxes[:8], size, 0))
+    big = (boxes[:, 2] - boxes[:, 0] > size) | (boxes[:, 3] - boxes[:, 1] > size)
+    assert (crop_resize(masks, boxes, size, sampling_ratio=1) != hard)[big].any()
+
+
+def test_adaptive_crop_resize_fortran_order_and_bad_ratio():
+    rng = np.random.default_rng(7)
+    masks = _random_masks(rng, 6, 40, 50)
+    boxes = _adaptive_boxes(rng, 6, 40, 50, 8)
+    ref = crop_resize(masks, boxes, 8)
+    np.testing.assert_array_equal(crop_resize(np.asfortranarray(masks.transpose(0, 2, 1)).transpose(0, 2, 1), boxes, 8), ref)
+    half = np.zeros((1, 8, 8), dtype=bool)
+    half[:, :, :4] = True  # cells straddling the edge average to exactly 0.5: the exact-order path decides
+    tie = np.array([[3.0, 0.0, 5.0, 8.0]], dtype=np.float32)
+    np.testing.assert_array_equal(crop_resize(half, tie, 1), _roi_align(half, tie, 1, 0) >= 0.5)
+    assert (_roi_align(half, tie, 1, 0) == 0.5).all()
+    for bad in (2, -1, True, 0.5):
+        with pytest.raises(ValueError, match="sampling_ratio must be 0"):
+            crop_resize(masks, boxes, 8, sampling_ratio=bad)
 
 
 def test_crop_resize_dtypes_and_torch_input():

@@ -159,6 +159,7 @@ class CocoInstances(torch.utils.data.Dataset):
             and normalisation. A uint8 image coming out of ``transforms`` is normalised afterwards.
         codec: a maskcodec codec; when given, targets carry ``"mask_vectors"`` ``(n, n_k)``.
         keep_masks: also return the full-image ``"masks"`` bool ``(n, h, w)``.
+        sampling_ratio: ground-truth crop sampling for ``"mask_vectors"`` (0 adaptive, official; 1).
         include_crowd: treat crowd regions as ordinary objects (default: excluded, COCO practice).
         strict: raise on missing image files and bad annotations (default); False skips and counts them.
     """
@@ -172,6 +173,7 @@ class CocoInstances(torch.utils.data.Dataset):
         keep_masks: bool = False,
         include_crowd: bool = False,
         strict: bool = True,
+        sampling_ratio: int = 0,
     ):
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
@@ -180,6 +182,7 @@ class CocoInstances(torch.utils.data.Dataset):
         self.keep_masks = bool(keep_masks)
         self.include_crowd = bool(include_crowd)
         self.strict = bool(strict)
+        self.sampling_ratio = sampling_ratio
         if not self.image_dir.is_dir():
             raise FileNotFoundError(f"image_dir does not exist or is not a folder: {self.image_dir}")
         if codec is not None and not (hasattr(codec, "encode") and hasattr(codec, "mask_size")):
@@ -397,6 +400,7 @@ class CocoInstances(torch.utils.data.Dataset):
             size=size,
             codec=self.codec,
             keep_masks=self.keep_masks,
+            sampling_ratio=self.sampling_ratio,
         )
         return image.as_subclass(torch.Tensor), out
 

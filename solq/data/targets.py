@@ -6,7 +6,10 @@ image, labels and (optionally) full-image masks. ``build_target`` turns them int
 * ``"labels"`` int64 ``(n,)``,
 * ``"boxes"`` float32 ``(n, 4)`` cxcywh normalised by the transformed image's ``(h, w)``,
 * ``"mask_vectors"`` float32 ``(n, n_k)``: each mask cropped to its box, resized to ``N x N``
-  (``maskcodec.geometry.crop_resize``, threshold 0.5) and encoded by the codec (only with a codec),
+  (``maskcodec.geometry.crop_resize``, threshold 0.5) and encoded by the codec (only with a codec).
+  By default (``sampling_ratio=0``, config ``codec.sampling_ratio``) the crop is the official
+  SOLQ one, ``roi_align(mask, box, N, sampling_ratio=0, aligned=True) >= 0.5`` on float32 masks and
+  boxes (detectron2 ``BitMasks.crop_and_resize``), equal in every pixel; 1 takes one sample per cell.
 * ``"masks"`` bool ``(n, h, w)`` (only with ``keep_masks``),
 * ``"image_id"`` int, ``"orig_size"`` int64 ``(2,)`` = (H, W) before transforms, ``"size"`` int64
   ``(2,)`` = (h, w) after.
@@ -28,8 +31,12 @@ def normalize_boxes(boxes_xyxy: torch.Tensor, size: tuple[int, int]) -> torch.Te
     return boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
 
 
-def encode_masks(masks: torch.Tensor | np.ndarray, boxes_xyxy: torch.Tensor | np.ndarray, codec: Any) -> torch.Tensor:
-    """Mask vectors float32 ``(n, n_k)`` of full-image masks ``(n, h, w)`` cropped to boxes ``(n, 4)`` XYXY."""
+def encode_masks(masks: torch.Tensor | np.ndarray, boxes_xyxy: torch.Tensor | np.ndarray, codec: Any,
+                 sampling_ratio: int = 0) -> torch.Tensor:
+    """Mask vectors float32 ``(n, n_k)`` of full-image masks ``(n, h, w)`` cropped to boxes ``(n, 4)`` XYXY.
+
+    ``sampling_ratio``: 0 (official SOLQ, adaptive ROIAlign) or 1 (one sample per cell).
+    """
     from maskcodec.geometry import crop_resize
 
     masks_np = np.asarray(masks.numpy() if isinstance(masks, torch.Tensor) else masks)
@@ -41,7 +48,8 @@ def encode_masks(masks: torch.Tensor | np.ndarray, boxes_xyxy: torch.Tensor | np
         raise ValueError(f"{masks_np.shape[0]} masks but {boxes_np.reshape(-1, 4).shape[0]} boxes")
     if masks_np.shape[0] == 0:
         return torch.zeros((0, n_k), dtype=torch.float32)
-    crops = crop_resize(masks_np, boxes_np.reshape(-1, 4), int(codec.mask_size), threshold=0.5)
+    crops = crop_resize(masks_np, boxes_np.reshape(-1, 4), int(codec.mask_size), threshold=0.5,
+                        sampling_ratio=sampling_ratio)
     vectors = np.asarray(codec.encode(crops), dtype=np.float32)
     return torch.from_numpy(np.ascontiguousarray(vectors))
 
@@ -56,6 +64,7 @@ def build_target(
     masks: torch.Tensor | None = None,
     codec: Any = None,
     keep_masks: bool = False,
+    sampling_ratio: int = 0,
 ) -> dict[str, Any]:
     """The contract target of one sample.
 
@@ -79,7 +88,7 @@ def build_target(
         if masks.dim() != 3 or masks.shape[0] != n or tuple(masks.shape[1:]) != tuple(size):
             raise ValueError(f"masks must be (n={n}, h={size[0]}, w={size[1]}), got {tuple(masks.shape)}")
         if codec is not None:
-            target["mask_vectors"] = encode_masks(masks, boxes, codec)
+            target["mask_vectors"] = encode_masks(masks, boxes, codec, sampling_ratio)
         if keep_masks:
             target["masks"] = masks.to(torch.bool)
     target["image_id"] = int(image_id)
