@@ -235,6 +235,13 @@ def _one_line(message: str) -> str:
     return " ".join(message.split())
 
 
+def _close_progress_bars() -> None:
+    """Finish the progress bars an error interrupted, so the error message is the last line on stderr."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``solq`` console script; returns the exit code."""
     from .checkpoint import CheckpointError
@@ -249,6 +256,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (_CLIError, ConfigError, CheckpointError, TrainingError, FileNotFoundError, FileExistsError,
             ValueError) as err:
         msg = _one_line(str(err))
+        _close_progress_bars()
         if isinstance(err, FileNotFoundError) and err.filename and not msg.strip():
             msg = f"file not found: {err.filename}"
         print(f"solq: error: {msg}", file=sys.stderr)
