@@ -106,7 +106,7 @@ def outcomes(tmp_path_factory):
     corrupt = overwrite_middle(weights, tmp / "corrupt.pth")
     cases.append(Case("eval_corrupt_checkpoint", ["solq", "eval", "--config", str(config), "--weights", str(corrupt),
                                                   "--out", str(tmp / "m.json")],
-                      rc=(2,), expect=("corrupt",), results={str(tmp / "m.json"): json_complete}))
+                      rc=(2,), expect=("corrupt",), results={str(tmp / "m.json"): json_complete}, in_process=True))
 
     # ---- predict a folder with every bad image kind, ids from the annotation file
     folder = tmp / "predict_in"
@@ -123,7 +123,7 @@ def outcomes(tmp_path_factory):
     cases.append(Case("predict_bad_images", ["solq", "predict", "--config", str(config), "--weights", str(weights),
                                              str(folder), "--ann", str(ann), "--out", str(tmp / "pred"),
                                              "--no-draw", "--score-threshold", "0"],
-                      rc=(0,), expect=("3 images skipped",),
+                      rc=(0,), expect=("3 images skipped",), in_process=True,
                       results={str(tmp / "pred" / "results.json"): _loads_against(ann)}))
 
     # ---- a corrupt image read by a DataLoader worker: one line, exit 2
@@ -135,12 +135,12 @@ def outcomes(tmp_path_factory):
     workers["data"] = {**base["data"], "num_workers": 1, "train": {"image_dir": str(work), "ann_file": str(train_ann)}}
     cases.append(Case("train_worker_corrupt_image", ["solq", "train", "--config",
                                                      str(write_config(workers, tmp / "workers.yaml"))],
-                      rc=(2,), expect=("cannot read image",)))
+                      rc=(2,), expect=("cannot read image",), in_process=True))
 
     # ---- overrides after --resume; one syntax for predict too
     shutil.copytree(tmp / "run", tmp / "resume")
     cases.append(Case("resume_overrides_after_flag",
-                      ["solq", "train", "--config", str(config), "--resume", "train.epochs=2",
+                      ["solq", "train", "--config", str(config), "train.epochs=2", "--resume",
                        f"output_dir={tmp / 'resume'}"], rc=(0,), in_process=True,
                       results={str(tmp / "resume" / "checkpoint.pth"): checkpoint_complete}))
     cases.append(Case("lr_nan", ["solq", "train", "--config", str(config), "train.lr=nan"], rc=(2,),
