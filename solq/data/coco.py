@@ -165,13 +165,19 @@ def _segmentation_problem(ann: dict, image: dict) -> str | None:
 
 
 def _unreadable_images(image_dir: Path, images: dict[int, dict]) -> list[tuple[Path, str]]:
-    """(path, reason) of the images whose header PIL cannot read or whose size differs from the json."""
+    """(path, reason) of the images PIL cannot read (header, PNG checksums, a draft decode of JPEGs: a
+    truncated file is caught) or whose size differs from the json."""
     bad = []
     for img in images.values():
         path = image_dir / img["file_name"]
         try:
             with Image.open(path) as im:
                 w, h = im.size
+                if im.format == "JPEG":  # a 1/8-scale decode still reads the whole stream: catches truncation
+                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                    im.load()
+                else:
+                    im.verify()  # chunk checksums (PNG) without decoding
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
             bad.append((path, str(err).splitlines()[0] if str(err) else type(err).__name__))
             continue
