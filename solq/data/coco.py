@@ -19,10 +19,12 @@ Conventions (as in COCO practice and DETR):
 
 Bad input: a missing image file raises ``FileNotFoundError`` (at construction, naming the path and
 ``image_dir``); an unreadable image or one whose size differs from the json raises ``ValueError`` on
-access; a corrupt json, duplicate ids, and annotations pointing to an unknown image / category or
-with a malformed bbox raise ``ValueError`` with counts at construction. With ``strict=False`` the
-missing images and the bad annotations are skipped instead, with a warning, and counted in
-``skipped``.
+access; a corrupt json, duplicate ids, and annotations pointing to an unknown image / category,
+with a malformed bbox, or with a segmentation that ``maskcodec.coco_validate`` rejects (it would
+crash or hang pycocotools) raise ``ValueError`` with counts at construction. With ``strict=False``
+(config ``data.skip_bad_images``) every image is checked first (header, PNG checksums, a draft
+decode of JPEGs, size), and the missing or unreadable images and the bad annotations are skipped
+instead, with a warning, and counted in ``skipped``.
 """
 
 from __future__ import annotations
