@@ -252,3 +252,21 @@ def test_stray_words_are_still_rejected():
     with pytest.raises(SystemExit) as info:
         _parse_args(["train", "--config", "c.yaml", "oops"])
     assert info.value.code == 2
+
+
+def test_an_evaluation_error_keeps_the_epoch(tmp_path, monkeypatch):
+    import solq.engine as engine
+    from solq.checkpoint import load_checkpoint
+    from solq.config import config_from_dict
+
+    cfg = tiny_config(tmp_path)
+    cfg["train"]["eval_every"] = 1
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(engine, "evaluate", broken)
+    with pytest.raises(engine.TrainingError, match="evaluation after epoch 0 failed .*the epoch is saved"):
+        engine.train(config_from_dict(cfg))
+    state = load_checkpoint(tmp_path / "run" / "checkpoint.pth")
+    assert (state["epoch"], state["iter_in_epoch"]) == (1, 0)
