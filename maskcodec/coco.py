@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit, prange
 from pycocotools.coco import COCO
 
-from .coco_validate import AnnotationProblem, rle_counts
+from .coco_validate import AnnotationProblem, rle_counts, segmentation_problem
 from .geometry import _sample_regions, crop_resize
 from .parallel import parallel_allowed
 
@@ -191,7 +191,14 @@ def _validate_instances(dataset: Any, where: str) -> None:
 
 
 def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
-    """The full-resolution mask ``(H, W)`` bool of one annotation (pycocotools ``annToMask``)."""
+    """The full-resolution mask ``(H, W)`` bool of one annotation (pycocotools ``annToMask``).
+
+    ``ValueError`` naming the problem for a segmentation pycocotools would crash or hang on.
+    """
+    img = coco.imgs.get(ann.get("image_id"), {})
+    problem = segmentation_problem(ann.get("segmentation"), img.get("height", 0), img.get("width", 0))
+    if problem is not None:
+        raise ValueError(f"annotation {ann.get('id')}: {problem}")
     with warnings.catch_warnings():
         # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation once per call
         warnings.simplefilter("ignore", DeprecationWarning)
