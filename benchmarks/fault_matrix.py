@@ -205,7 +205,7 @@ def kill_trials(tmp: Path, config: Path, n_trials: int, seed: int) -> list[dict]
         out = tmp / f"kill_{t}"
         mid_save = t % 2 == 1
         record = {"trial": t, "mode": "during a checkpoint write" if mid_save else "random time", "kills": 0,
-                  "problems": []}
+                  "kills_mid_write": 0, "problems": []}
         resume = False
         for attempt in range(8):
             argv = ["solq", "train", "--config", str(config), *overrides, f"output_dir={out}"] + (["--resume"] if resume
@@ -225,7 +225,9 @@ def kill_trials(tmp: Path, config: Path, n_trials: int, seed: int) -> list[dict]
             else:
                 time.sleep(rng.uniform(0.3, 1.0) * duration)
             finished = proc.poll() is not None
+            writing = bool(list(out.glob(".checkpoint.pth.*.tmp")))
             kill_group(proc)
+            record["kills_mid_write"] += writing and not finished
             proc.communicate()
             if finished and proc.returncode == 0:
                 break
@@ -266,25 +268,29 @@ def write_report(path: Path, outcomes: dict[str, Outcome], trials: list[dict], c
              "(the one expected for the case), a one-line error and no traceback, in finite time, with its result "
              "files complete or absent. Kill trials: SIGKILL at a random time or while a checkpoint is being "
              "written (twice per trial), resume until done, compare model, optimizer and position bit for bit "
-             "with an uninterrupted run; *data lost* counts torn checkpoints, failed resumes and differing states.",
+             "with an uninterrupted run; *data lost* counts incomplete result files (a case's checkpoint, metrics or "
+             "results file), and for kill trials torn checkpoints, failed resumes and differing states.",
              "", f"Command: `{command}` ({seconds / 60:.1f} min on the shared 2-core machine).", "",
              "| group | cases tried | handled | data lost |", "|---|---:|---:|---:|"]
     failures = []
     tried = handled = 0
     for group, items in groups.items():
         ok = sum(1 for o in items if not o.problems())
+        torn = sum(1 for o in items if any(p.startswith("incomplete result file") for p in o.problems()))
         tried += len(items)
         handled += ok
-        lines.append(f"| {group} | {len(items)} | {ok} | 0 |")
+        lines.append(f"| {group} | {len(items)} | {ok} | {torn} |")
         failures += [f"- `{o.case.name}`: {'; '.join(o.problems())} (last line: {o.last_line()[:160]!r})"
                      for o in items if o.problems()]
+    torn_total = sum(1 for o in outcomes.values() if any(p.startswith("incomplete result file") for p in o.problems()))
     lost = sum(1 for t in trials if t["problems"])
     kills = sum(t["kills"] for t in trials)
-    lines.append(f"| kill -9 + resume ({kills} kills in {len(trials)} trials) | {len(trials)} | "
-                 f"{len(trials) - lost} | {lost} |")
+    mid = sum(t.get("kills_mid_write", 0) for t in trials)
+    lines.append(f"| kill -9 + resume ({kills} kills in {len(trials)} trials, {mid} while a checkpoint temp file "
+                 f"existed) | {len(trials)} | {len(trials) - lost} | {lost} |")
     tried += len(trials)
     handled += len(trials) - lost
-    lines.append(f"| **total** | **{tried}** | **{handled}** | **{lost}** |")
+    lines.append(f"| **total** | **{tried}** | **{handled}** | **{lost + torn_total}** |")
     failures += [f"- kill trial {t['trial']} ({t['mode']}): {'; '.join(t['problems'])}" for t in trials if t["problems"]]
     lines += ["", "Not handled:" if failures else "Every case was handled; no data was lost.", *failures, ""]
     path.write_text("\n".join(lines))
