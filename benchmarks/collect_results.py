@@ -20,6 +20,7 @@ SECTIONS = [
     ("results_model_speed.md", "SOLQ forward and post-processing speed"),
     ("results_training.md", "Training from scratch (synthetic shapes, coco128 overfit)"),
     ("results_ablations.md", "The paper's Table 3 codec ablations"),
+    ("results_fault_matrix.md", "Fault matrix: hostile input, damaged files, kill -9 (issue 13)"),
 ]
 
 HEADER = """# Results

@@ -51,6 +51,35 @@ def to_float32(x: Array) -> Array:
     return x if x.dtype == np.float32 else x.astype(np.float32)
 
 
+#: Elements per chunk in ``map_row_chunks``: a float32 copy of one chunk is 64 MiB.
+CHUNK_ELEMENTS = 2**24
+
+
+def map_row_chunks(fn: Any, x: Array, max_elements: int = CHUNK_ELEMENTS) -> Array:
+    """``fn`` applied to consecutive row chunks of ``x`` (split along dim 0), joined along dim 0.
+
+    A chunk holds at most ``max_elements`` elements (and at least one row), so the float32 copy
+    and the intermediates that ``fn`` makes stay bounded whatever the batch size. ``fn`` returns
+    an array of the same backend with one row per input row; numpy results go into one
+    preallocated array (no second copy of the output).
+    """
+    b = int(x.shape[0])
+    per_row = max(1, int(np.prod(x.shape[1:], dtype=np.int64)))
+    rows = max(1, int(max_elements) // per_row)
+    if b <= rows:
+        return fn(x)
+    first = fn(x[:rows])
+    kind = backend_of(first)
+    if kind == "numpy":
+        out = np.empty((b,) + first.shape[1:], dtype=first.dtype)
+        out[:rows] = first
+        for i in range(rows, b, rows):
+            out[i : i + rows] = fn(x[i : i + rows])
+        return out
+    parts = [first] + [fn(x[i : i + rows]) for i in range(rows, b, rows)]
+    return sys.modules["torch"].cat(parts) if kind == "torch" else sys.modules["cupy"].concatenate(parts)
+
+
 def to_numpy(x: Array) -> np.ndarray:
     """A numpy copy (or view) of any supported array, detached from autograd."""
     kind = backend_of(x)

@@ -409,36 +409,13 @@ def _window_groups(windows: Sequence[_GTWindow], max_masks: int = 64, max_pixels
 
 def _ap_ground_truth(c: Any, img_ids: Sequence[int]) -> tuple[Any, int]:
     """A COCO object for COCOeval: the evaluated images and all their annotations (crowd included)
-    that pycocotools can rasterise; returns it and the number of unreadable annotations left out."""
-    from pycocotools.coco import COCO
+    that pass ``coco_validate.annotation_problem``; returns it and the number of annotations left out."""
+    from .coco import SkipReport
+    from .coco_validate import valid_ground_truth
 
-    wanted = set(int(i) for i in img_ids)
-    anns, unreadable = [], 0
-    for img_id in sorted(wanted):
-        img = c.imgs[img_id]
-        for ann in c.imgToAnns.get(img_id, []):
-            try:
-                rle = c.annToRLE(ann)
-                from pycocotools import mask as mask_utils
-
-                area = float(mask_utils.area(rle))
-                if isinstance(ann["segmentation"], dict) and list(ann["segmentation"].get("size", [])) != [
-                    img["height"], img["width"]
-                ]:
-                    raise ValueError("RLE size differs from image size")
-            except Exception:  # pycocotools raises TypeError/ValueError/IndexError on malformed input
-                unreadable += 1
-                continue
-            anns.append({**ann, "area": float(ann.get("area", area)), "iscrowd": int(ann.get("iscrowd", 0))})
-    gt = COCO()
-    gt.dataset = {
-        "images": [c.imgs[i] for i in sorted(wanted)],
-        "annotations": anns,
-        "categories": list(c.cats.values()),
-    }
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt.createIndex()
-    return gt, unreadable
+    left_out = SkipReport()
+    gt = valid_ground_truth(c, img_ids, box_if_empty=False, report=left_out)
+    return gt, left_out.total
 
 
 # ----------------------------------------------------------------------------- result

@@ -27,6 +27,7 @@ import numpy as np
 from numba import njit, prange
 from pycocotools.coco import COCO
 
+from .coco_validate import AnnotationProblem, rle_counts, segmentation_problem
 from .geometry import _check_sampling_ratio, _sample_regions, crop_resize
 from .parallel import parallel_allowed
 
@@ -48,6 +49,7 @@ SKIP_EMPTY = "empty mask"
 SKIP_UNKNOWN_IMAGE = "unknown image"
 SKIP_BAD_BOX = "missing or non-finite box"
 SKIP_BAD_RLE = "RLE size differs from image size"
+SKIP_BAD_RLE_COUNTS = "RLE counts do not sum to height x width"
 SKIP_BAD_SEGMENTATION = "unreadable segmentation"
 
 
@@ -190,7 +192,14 @@ def _validate_instances(dataset: Any, where: str) -> None:
 
 
 def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
-    """The full-resolution mask ``(H, W)`` bool of one annotation (pycocotools ``annToMask``)."""
+    """The full-resolution mask ``(H, W)`` bool of one annotation (pycocotools ``annToMask``).
+
+    ``ValueError`` naming the problem for a segmentation pycocotools would crash or hang on.
+    """
+    img = coco.imgs.get(ann.get("image_id"), {})
+    problem = segmentation_problem(ann.get("segmentation"), img.get("height", 0), img.get("width", 0))
+    if problem is not None:
+        raise ValueError(f"annotation {ann.get('id')}: {problem}")
     with warnings.catch_warnings():
         # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation once per call
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -204,31 +213,6 @@ def sample_annotation_files() -> dict[str, Path]:
 
 
 # ----------------------------------------------------------------------------- RLE decoding
-@njit(cache=True)
-def _counts_from_string(s):
-    """Decode pycocotools' compressed RLE string (as uint8 bytes) to run lengths (rleFrString)."""
-    counts = np.empty(len(s) + 1, dtype=np.int64)
-    m = 0
-    p = 0
-    while p < len(s):
-        x = 0
-        k = 0
-        more = True
-        while more:
-            c = np.int64(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = (c & 0x20) != 0
-            p += 1
-            k += 1
-            if not more and (c & 0x10) != 0:
-                x |= np.int64(-1) << (5 * k)
-        if m > 2:
-            x += counts[m - 2]
-        counts[m] = x
-        m += 1
-    return counts[:m]
-
-
 @njit(inline="always")
 def _fill_interval(start, end, height, r0, r1, c0, c1, buf, off):
     """Set the pixels of the column-major image interval [start, end) that fall in the region to 1.
@@ -383,22 +367,6 @@ def _rasterize_polygons_serial(coords, poly_start, ann_polys, meta, regions, buf
 
 
 # ----------------------------------------------------------------------------- streaming
-def _rle_counts(segm: dict, height: int, width: int) -> np.ndarray | None:
-    """Run lengths of an RLE segmentation (compressed or not), or None if its size is not (H, W)."""
-    size = segm.get("size")
-    if size is None or [int(v) for v in size] != [height, width]:
-        return None
-    raw = segm["counts"]
-    if isinstance(raw, (str, bytes)):
-        data = raw.encode("ascii") if isinstance(raw, str) else raw
-        counts = _counts_from_string(np.frombuffer(data, dtype=np.uint8))
-    else:
-        counts = np.asarray(raw, dtype=np.int64)
-    if counts.ndim != 1 or counts.sum() != height * width or (counts < 0).any():
-        return None
-    return counts
-
-
 def _as_coordinates(flat: list, spans: list[tuple[int, int]]) -> np.ndarray:
     """float64 array of all polygon coordinates; an annotation with non-numbers becomes NaN (skipped)."""
     try:
@@ -447,8 +415,8 @@ def iter_mask_batches(
     skipped : SkipReport or None
         Filled with the annotations left out and why ("crowd", "polygon with fewer than 3
         points", "zero-area box", "empty mask" (nothing left after resampling), "unknown image",
-        "missing or non-finite box", "RLE size differs from image size", "unreadable
-        segmentation").
+        "missing or non-finite box", "RLE size differs from image size", "RLE counts do not
+        sum to height x width", "unreadable segmentation"; see ``maskcodec.coco_validate``).
 
     Yields
     ------
@@ -611,12 +579,9 @@ def _decode_chunk(coco: COCO, anns: list[dict], include_crowd: bool, report: Ski
             poly_spans.append((start, len(flat_coords)))
         elif isinstance(segm, dict) and "counts" in segm:
             try:
-                counts = _rle_counts(segm, int(sizes[k, 0]), int(sizes[k, 1]))
-            except (TypeError, ValueError, OverflowError):
-                report.add(ann.get("id", -1), SKIP_BAD_SEGMENTATION)
-                continue
-            if counts is None:
-                report.add(ann.get("id", -1), SKIP_BAD_RLE)
+                counts = rle_counts(segm, int(sizes[k, 0]), int(sizes[k, 1]))
+            except AnnotationProblem as err:
+                report.add(ann.get("id", -1), str(err))
                 continue
             rle_anns.append((k, counts))
         else:

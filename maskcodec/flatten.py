@@ -117,6 +117,9 @@ class FlattenCodec(MaskCodec):
         return device_constants(self, (n, r), build, like)
 
     def _encode(self, masks: Array) -> Array:
+        return backend.map_row_chunks(self._encode_chunk, masks)  # bounded float32 copies
+
+    def _encode_chunk(self, masks: Array) -> Array:
         masks = backend.to_float32(masks)
         down, down_t, _, _ = self._constants(masks)
         small = down @ (masks @ down_t)  # (r, N) @ (B, N, N) @ (N, r) -> (B, r, r)

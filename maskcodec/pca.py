@@ -201,6 +201,9 @@ class PCACodec(MaskCodec):
 
     def _encode(self, masks: Array) -> Array:
         self._check_shapes()
+        return backend.map_row_chunks(self._encode_chunk, masks)  # bounded float32 copies
+
+    def _encode_chunk(self, masks: Array) -> Array:
         masks = backend.to_float32(masks)
         enc, offset, _, _ = self._constants(masks)
         return masks.reshape(masks.shape[0], -1) @ enc - offset

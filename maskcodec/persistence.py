@@ -29,6 +29,9 @@ def save_codec(codec: MaskCodec, path: str | os.PathLike) -> None:
     if not codec.codec_name:
         raise ValueError(f"{type(codec).__name__} is not registered, so it cannot be saved; use register_codec")
     codec._check_params()
+    if codec.requires_fit and not codec._fitted_attributes():
+        raise ValueError(f"cannot save an unfitted {type(codec).__name__}: maskcodec.load would refuse the file; "
+                         "call fit(masks) first")
     from . import __version__
 
     arrays: dict[str, np.ndarray] = {}
@@ -64,6 +67,10 @@ def load(path: str | os.PathLike) -> MaskCodec:
     if not path.is_file():
         raise FileNotFoundError(f"no codec file at {path}")
     try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                raise ValueError(f"{path} is not a readable maskcodec codec file: not an .npz archive (a .npy "
+                                 "array or another file?); save codecs with codec.save or maskcodec fit")
         with np.load(path, allow_pickle=False) as data:
             if _HEADER_KEY not in data.files:
                 raise ValueError(f"{path} is a .npz file but not a saved maskcodec codec (no header)")
@@ -72,10 +79,12 @@ def load(path: str | os.PathLike) -> MaskCodec:
     except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path} is not a readable maskcodec codec file (corrupt or truncated): {err}") from None
     except ValueError as err:
-        if "not a saved maskcodec codec" in str(err):
+        if "not a saved maskcodec codec" in str(err) or "not an .npz archive" in str(err):
             raise
         raise ValueError(f"{path} is not a readable maskcodec codec file: {err}") from None
-    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a maskcodec codec file: its header is a {type(header).__name__}, not an object")
+    if header.get("format") != FORMAT_NAME:
         raise ValueError(f"{path} is not a maskcodec codec file (format {header.get('format')!r})")
     version = header.get("format_version")
     if version != FORMAT_VERSION:
@@ -86,12 +95,26 @@ def load(path: str | os.PathLike) -> MaskCodec:
     missing = set(header.get("fitted_arrays", [])) - set(arrays)
     if missing:
         raise ValueError(f"{path} is incomplete: fitted arrays {sorted(missing)} are missing")
-    cls = codec_class(header["codec"])
-    codec = cls(**header["params"])
+    cls = codec_class(str(header.get("codec")))
+    params, scalars = header.get("params"), header.get("fitted_scalars", {})
+    if not isinstance(params, dict) or not isinstance(scalars, dict):
+        raise ValueError(f"{path}: the header's 'params' and 'fitted_scalars' must be objects")
+    known = set(cls().get_params())
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown {cls.__name__} parameter(s) {unknown}; this maskcodec knows "
+                         f"{sorted(known)} (written by a different maskcodec version?)")
+    codec = cls(**params)
     codec._check_params()
-    for name, value in header.get("fitted_scalars", {}).items():
+    for name in list(scalars) + list(arrays):
+        if not (isinstance(name, str) and name.isidentifier() and name.endswith("_") and not name.startswith("_")):
+            raise ValueError(f"{path}: {name!r} is not a fitted attribute name (they end with '_')")
+    for name, value in scalars.items():
         setattr(codec, name, value)
     for name, value in arrays.items():
         setattr(codec, name, value)
-    codec._check_fitted()
+    try:
+        codec._check_fitted()
+    except ValueError as err:  # sklearn's NotFittedError
+        raise ValueError(f"{path} holds no fitted state for {cls.__name__}: {err}") from None
     return codec

@@ -11,7 +11,14 @@ Python values only) holding
   ``category_ids`` (contiguous label → dataset category id).
 
 Files are written to a temporary file in the same folder, flushed and ``os.replace``-d, so a
-crash never leaves a half-written checkpoint under the final name.
+crash never leaves a half-written checkpoint under the final name; the temporaries a killed save
+left behind for the same file are removed by the next save.
+
+Integrity: ``torch.save`` writes a zip archive that stores a CRC-32 of every record (tensor data
+and the pickled structure), which ``torch.load`` does not check. ``load_checkpoint`` verifies
+every record against its checksum first and refuses a file that does not verify, naming the
+damaged record, so a corrupt file never gives silently wrong weights. The contents are not
+changed: every top-level field a checkpoint carries is kept.
 
 ``ResumableBatchSampler`` makes data order a pure function of ``(seed, epoch)``: a seeded
 permutation per epoch, split across ``world_size`` ranks like ``DistributedSampler``, from
@@ -22,9 +29,11 @@ depend on worker count or on where a run was resumed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import zipfile
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,8 +57,43 @@ class CheckpointError(ValueError):
 def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, ``os.replace``)."""
     state = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **state}
+    remove_stale_temporaries(path)
     with atomic_open(path, "wb") as f:
         torch.save(state, f)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete ``.<name>.*.tmp`` files of ``path`` left by an atomic save that was killed; returns them.
+
+    Only one process writes a given checkpoint, so any such file is a leftover.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+            removed.append(tmp)
+    return removed
+
+
+def verify_checkpoint(path: str | os.PathLike) -> None:
+    """Check every record of a ``torch.save`` zip file against its stored CRC-32; ``CheckpointError`` if one
+    does not match or the archive is damaged. Files in torch's legacy (non-zip) format are not checked."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as fh:
+            if fh.read(4) == b"PK\x03\x04":  # a zip whose directory is gone: truncated
+                raise CheckpointError(f"{path} is corrupt or truncated (its zip directory is missing); delete it or pick "
+                                      "another file")
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise CheckpointError(f"{path} is corrupt: its archive cannot be read ({err})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupt: record {bad!r} does not match its checksum; the file was damaged "
+                              "after it was written; delete it or pick another file")
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
@@ -63,6 +107,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         raise FileNotFoundError(f"checkpoint/weights file not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path} is empty (a truncated or failed save); delete it or pick another file")
+    verify_checkpoint(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (zipfile.BadZipFile, EOFError, RuntimeError, OSError, ValueError) as err:

@@ -3,7 +3,11 @@
     solq train --config configs/shapes_tiny.yaml [train.epochs=3 model.d_model=64 ...] [--resume] [--output-dir D]
     torchrun --nproc_per_node 2 -m solq.cli train --config ...      # data parallel (same arguments)
     solq eval --config C --weights W [--split val] [--out metrics.json]
-    solq predict --config C --weights W IMAGES_DIR_OR_FILES... --out DIR [--score-threshold 0.3]
+    solq predict --config C --weights W IMAGES_DIR_OR_FILES... --out DIR [--ann FILE] [--score-threshold 0.3]
+    solq predict --config C --weights W --split val --out DIR       # a COCO split of the config
+
+Config overrides are ``key=value`` words (``train.epochs=3``), accepted anywhere on the command
+line of train, eval and predict.
     solq data shapes --out DIR [--n-train 200 --n-val 50 --image-size 128 --n-classes 3 --seed 0]
     solq data via2coco VIA_JSON IMAGE_DIR --out FILE [--category balloon]
     solq convert OFFICIAL.pth --out OURS.pth [--config C] [--coco-ids]
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -31,7 +36,6 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model (resumable; torchrun for several processes)")
     t.add_argument("--config", required=True, help="YAML config (see configs/)")
-    t.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. train.epochs=3")
     t.add_argument("--resume", action="store_true", help="continue from <output_dir>/checkpoint.pth")
     t.add_argument("--output-dir", help="where checkpoints, metrics.jsonl and curves.png go")
 
@@ -40,17 +44,19 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--weights", required=True, help="checkpoint.pth of a run, or a model state dict")
     e.add_argument("--split", default="val", choices=["train", "val"])
     e.add_argument("--out", help="also write the metrics as JSON here")
-    e.add_argument("overrides", nargs="*")
 
     pr = sub.add_parser("predict", help="masks, boxes and labels for image files")
     pr.add_argument("--config", required=True)
     pr.add_argument("--weights", required=True)
-    pr.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    pr.add_argument("inputs", nargs="*", help="image files and/or folders of images")
     pr.add_argument("--out", required=True, help="output folder: results.json + one PNG per image")
+    pr.add_argument("--ann", help="COCO instances json of the images: results use its image ids (by file name)")
+    pr.add_argument("--split", choices=["train", "val"], help="predict the images of this split of the config, "
+                    "with the dataset's image ids (instead of IMAGES)")
     pr.add_argument("--score-threshold", type=float, default=0.3)
     pr.add_argument("--no-draw", action="store_true", help="only write results.json")
-    pr.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="config override (repeatable)")
+    for cmd in (t, e, pr):
+        cmd.epilog = "Config overrides: key=value words anywhere on the line, e.g. train.epochs=3 data.num_workers=0."
 
     d = sub.add_parser("data", help="dataset tools")
     dsub = d.add_subparsers(dest="data_command", required=True)
@@ -124,15 +130,26 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .engine import predict
+    from .engine import list_images, predict, split_paths
 
     if not 0.0 <= a.score_threshold <= 1.0:
         raise _CLIError(f"--score-threshold must be in [0, 1], got {a.score_threshold}")
+    if bool(a.split) == bool(a.inputs):
+        raise _CLIError("give either image files/folders or --split train|val (not both)")
     cfg = _load_cfg(a.config, a.overrides)
-    results = predict(cfg, a.weights, a.inputs, a.out, score_threshold=a.score_threshold, draw=not a.no_draw)
+    inputs, ann = a.inputs, a.ann
+    if a.split:
+        image_dir, ann_file = split_paths(cfg, a.split)
+        inputs, ann = [str(image_dir)], a.ann or str(ann_file)
+    skipped: list = []
+    results = predict(cfg, a.weights, inputs, a.out, score_threshold=a.score_threshold, draw=not a.no_draw,
+                      ann_file=ann, skipped=skipped)
     n_images = len({r["image_id"] for r in results})
     print(f"{len(results)} detections on {n_images} images with score >= {a.score_threshold}; "
-          f"written to {Path(a.out) / 'results.json'}")
+          f"{len(skipped)} images skipped; written to {Path(a.out) / 'results.json'}")
+    if skipped and not n_images and len(skipped) == len(list_images(inputs)):
+        raise _CLIError(f"none of the {len(skipped)} images could be used (first: {skipped[0][1]}); "
+                        f"{Path(a.out) / 'results.json'} holds no detections")
     return 0
 
 
@@ -181,20 +198,65 @@ def _cmd_convert(a) -> int:
     return 0
 
 
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    """Parse the command line; for train / eval / predict every ``key=value`` word is a config override,
+    wherever it stands (before or after options such as ``--resume``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command not in ("train", "eval", "predict"):
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return args
+    overrides = [w for w in extra if _OVERRIDE.match(w)]
+    rest = [w for w in extra if not _OVERRIDE.match(w)]
+    if args.command == "predict":  # image paths and overrides may interleave
+        words = args.inputs + rest
+        overrides += [w for w in words if _OVERRIDE.match(w) and not Path(w).exists()]
+        args.inputs = [w for w in words if w not in overrides]
+        rest = []
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)} (config overrides are key=value)")
+    args.overrides = sorted(overrides, key=argv.index)
+    return args
+
+
+def _one_line(message: str) -> str:
+    """One line for stderr; an error re-raised from a DataLoader worker keeps only the original error line."""
+    if "Original Traceback" in message:
+        lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+        message = lines[-1] if lines else message
+        head, sep, tail = message.partition(": ")
+        if sep and head.isidentifier():  # "ValueError: cannot read image ..." -> the message
+            message = tail
+    return " ".join(message.split())
+
+
+def _close_progress_bars() -> None:
+    """Finish the progress bars an error interrupted, so the error message is the last line on stderr."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``solq`` console script; returns the exit code."""
     from .checkpoint import CheckpointError
     from .config import ConfigError
     from .engine import TrainingError
 
-    args = _parser().parse_args(argv)
+    args = _parse_args(argv)
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "data": _cmd_data,
                 "convert": _cmd_convert, "ablate": lambda a: a.func(a)}
     try:
         return handlers[args.command](args)
     except (_CLIError, ConfigError, CheckpointError, TrainingError, FileNotFoundError, FileExistsError,
             ValueError) as err:
-        msg = str(err).replace("\n", " ")
+        msg = _one_line(str(err))
+        _close_progress_bars()
         if isinstance(err, FileNotFoundError) and err.filename and not msg.strip():
             msg = f"file not found: {err.filename}"
         print(f"solq: error: {msg}", file=sys.stderr)

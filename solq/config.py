@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import types
 import typing
@@ -122,6 +123,9 @@ class DataConfig:
     val_scale: Optional[int] = None
     num_workers: int = 2
     batch_size: int = 2
+    #: Skip (with a counted warning) missing or unreadable images and invalid annotations, after checking
+    #: every image header at start-up, instead of stopping with an error listing them.
+    skip_bad_images: bool = False
 
 
 @dataclass
@@ -326,10 +330,14 @@ def validate(cfg: Config) -> None:
     """Check value ranges and combinations; raises ``ConfigError``."""
 
     def positive(name: str, value: Any) -> None:
-        if value is None or value <= 0:
+        if value is None or not value > 0:  # NaN fails too
             raise ConfigError(f"{name} must be positive, got {value!r}")
 
     m, t, d, c, loss = cfg.model, cfg.train, cfg.data, cfg.codec, cfg.loss
+    for section in ("train", "loss"):
+        for name, value in vars(getattr(cfg, section)).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{section}.{name} must be a finite number, got {value!r}")
     for name in ("d_model", "nheads", "num_queries", "dim_feedforward", "num_feature_levels"):
         positive(f"model.{name}", getattr(m, name))
     if m.d_model % 32:

@@ -211,7 +211,7 @@ def build_dataset(cfg: Config, split: str, codec=None, train: bool = False, info
     else:
         tf = make_transforms("val", scales=[d.val_scale or max(d.scales)], max_size=d.max_size)
     ds = CocoInstances(image_dir, ann_file, transforms=tf, codec=codec, keep_masks=keep_masks,
-                       sampling_ratio=cfg.codec.sampling_ratio)
+                       sampling_ratio=cfg.codec.sampling_ratio, strict=not d.skip_bad_images)
     limit = getattr(d, split).limit if cfg.data.shapes is None else None
     if limit is not None and limit < len(ds):
         sub = Subset(ds, list(range(limit)))
@@ -442,8 +442,7 @@ def train_one_epoch(
             loss_dict = criterion(_to_float(outputs), batch.targets)
             loss = criterion.total_loss(loss_dict)
             if not torch.isfinite(loss):
-                bad = [k for k, v in loss_dict.items() if not torch.isfinite(v).all()] or ["total"]
-                raise FloatingPointError(f"loss term {bad[0]} is {loss.item()}")
+                raise FloatingPointError(_non_finite_term(loss_dict, criterion.weight_dict, loss))
         except FloatingPointError as err:
             raise TrainingError(
                 f"non-finite loss at epoch {epoch}, iteration {it} (global step {global_step + 1}), "
@@ -486,6 +485,19 @@ def train_one_epoch(
             break
     bar.close()
     return it, global_step, {k: v / max(count, 1) for k, v in sums.items()}
+
+
+def _non_finite_term(loss_dict: dict, weights: dict, total: torch.Tensor) -> str:
+    """Which term made the weighted total loss non-finite: a raw term, a weighted one, or the sum."""
+    for k, v in loss_dict.items():
+        if not torch.isfinite(v).all():
+            return f"loss term {k} is {v.item()}"
+    weighted = {k: loss_dict[k] * w for k, w in weights.items() if k in loss_dict}
+    for k, v in weighted.items():
+        if not torch.isfinite(v).all():
+            return f"weighted loss term {k} (weight {weights[k]} x {loss_dict[k].item():.6g}) is {v.item()}"
+    top = max(weighted, key=lambda k: abs(weighted[k].item()))
+    return f"the sum of the weighted loss terms overflowed to {total.item()} (largest: {top} = {weighted[top].item():.6g})"
 
 
 def _to_float(outputs: Any) -> Any:
@@ -701,20 +713,33 @@ def train(
         log.write({"type": "epoch", "epoch": epoch, "step": st.global_step, "seconds": time.perf_counter() - t0,
                    **{f"mean_{k}": v for k, v in means.items()}})
         last = epoch == cfg.train.epochs - 1
+        checkpoint(epoch + 1, 0, st.global_step)  # before evaluating: an evaluation error never costs the epoch
         if val_loader is not None and ((epoch + 1) % cfg.train.eval_every == 0 or last):
-            metrics = evaluate(model, postprocess, val_loader, val_ds, device, info, amp=cfg.train.amp)
+            metrics = _evaluate_saved_epoch(model, postprocess, val_loader, val_ds, device, info, cfg, epoch, ckpt_path)
             log.write({"type": "eval", "epoch": epoch, "step": st.global_step, **metrics})
             if info.is_main:
                 from .evaluation import format_table
 
                 print(f"epoch {epoch} evaluation:\n{format_table(metrics)}", file=sys.stderr)
-        checkpoint(epoch + 1, 0, st.global_step)
         if info.is_main:
             plot_curves(log.read(), out / CURVES_NAME)
     if info.is_main and log.path.is_file():
         plot_curves(log.read(), out / CURVES_NAME)
     _barrier(info)
     return {"output_dir": str(out), "global_step": st.global_step, "epoch": epoch, "metrics": metrics}
+
+
+def _evaluate_saved_epoch(model, postprocess, loader, dataset, device, info: DistInfo, cfg: Config, epoch: int,
+                          ckpt_path: Path) -> dict:
+    """``evaluate`` after epoch ``epoch`` was checkpointed; an error says the epoch is safe and how to go on."""
+    try:
+        return evaluate(model, postprocess, loader, dataset, device, info, amp=cfg.train.amp)
+    except (ValueError, IndexError, KeyError, TypeError, RuntimeError) as err:
+        first = (str(err).splitlines() or [""])[0]
+        raise TrainingError(
+            f"evaluation after epoch {epoch} failed ({type(err).__name__}: {first}); the epoch is saved in "
+            f"{ckpt_path}: fix the validation data, or set train.eval_every=0, and continue with --resume"
+        ) from err
 
 
 # ---------------------------------------------------------------------------- eval / predict drivers
@@ -803,22 +828,30 @@ def predict(
     out_dir: str | os.PathLike,
     score_threshold: float = 0.3,
     draw: bool = True,
+    ann_file: Optional[str | os.PathLike] = None,
+    skipped: Optional[list] = None,
 ) -> list[dict]:
     """Run a trained model on image files; write ``results.json`` (COCO results with RLE masks,
     plus ``file_name``) and one ``<stem>.png`` picture per image into ``out_dir``. Returns the results.
 
-    ``image_id`` is the 1-based position of the image in the input list.
+    ``image_id`` is the id of the image's ``file_name`` in ``ann_file`` (a COCO instances json), so
+    the results load against that dataset; without ``ann_file`` it is the 1-based position in the
+    input list. An image that cannot be read (or is not listed in ``ann_file``) is reported on
+    stderr, left out and appended to ``skipped`` as ``(path, reason)``; results.json is written
+    for the others.
     """
     from torchvision.transforms import v2
 
     from .data import load_rgb
     from .data.transforms import finalize
+    from .image_index import ImageIndex
     from .models import PostProcess, results_to_coco
     from .visualize import draw_predictions
 
     device = resolve_device(cfg.train.device)
     _set_threads(cfg.train.num_threads)
     files = list_images(inputs)
+    ids = ImageIndex(ann_file).ids(files, [Path(i) for i in inputs if Path(i).is_dir()])
     model, codec, category_ids, class_names = load_trained(cfg, weights, device)
     d = cfg.data
     tf = v2.Compose([v2.RandomShortestSize([d.val_scale or max(d.scales)], d.max_size), finalize()])
@@ -827,8 +860,16 @@ def predict(
     out.mkdir(parents=True, exist_ok=True)
     names = class_names or [str(c) for c in category_ids]
     results: list[dict] = []
-    for k, path in enumerate(files, start=1):
-        image = load_rgb(path)
+    skipped = [] if skipped is None else skipped
+    for image_id, path in zip(ids, files):
+        try:
+            if image_id is None:
+                raise ValueError(f"{path.name} is not listed in {ann_file}")
+            image = load_rgb(path)
+        except (ValueError, FileNotFoundError) as err:
+            skipped.append((str(path), str(err)))
+            print(f"solq predict: skipping {path}: {err}", file=sys.stderr)
+            continue
         x = tf(torch.from_numpy(image).permute(2, 0, 1).contiguous())
         outputs = model(x[None].to(device), None)
         res = post(outputs, torch.tensor([image.shape[:2]], device=device))[0]
@@ -837,7 +878,7 @@ def predict(
         res = {key: v[keep] for key, v in res.items()}
         if rles is not None:
             res["rles"] = [r for r, kept in zip(rles, keep.tolist()) if kept]
-        dets = results_to_coco([res], [k], category_ids)
+        dets = results_to_coco([res], [image_id], category_ids)
         for det in dets:
             det["file_name"] = path.name
         results += dets

@@ -29,6 +29,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from scipy import ndimage
 from maskcodec.atomic import atomic_write
+from maskcodec.coco_validate import valid_ground_truth
 
 IOU_TYPES = ("bbox", "segm", "boundary")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
@@ -141,7 +142,7 @@ def evaluate_coco(
     for t in iou_types:
         if t not in IOU_TYPES:
             raise ValueError(f"unknown iou type {t!r}; choose from {IOU_TYPES}")
-    gt = _as_coco(coco_gt)
+    gt = valid_ground_truth(_as_coco(coco_gt))  # nothing pycocotools would crash or hang on
     gt_img_ids = set(gt.getImgIds())
     ids = sorted(gt_img_ids if img_ids is None else set(int(i) for i in img_ids))
     unknown = {int(r["image_id"]) for r in results} - gt_img_ids

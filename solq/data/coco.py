@@ -19,10 +19,12 @@ Conventions (as in COCO practice and DETR):
 
 Bad input: a missing image file raises ``FileNotFoundError`` (at construction, naming the path and
 ``image_dir``); an unreadable image or one whose size differs from the json raises ``ValueError`` on
-access; a corrupt json, duplicate ids, and annotations pointing to an unknown image / category or
-with a malformed bbox raise ``ValueError`` with counts at construction. With ``strict=False`` the
-missing images and the bad annotations are skipped instead, with a warning, and counted in
-``skipped``.
+access; a corrupt json, duplicate ids, and annotations pointing to an unknown image / category,
+with a malformed bbox, or with a segmentation that ``maskcodec.coco_validate`` rejects (it would
+crash or hang pycocotools) raise ``ValueError`` with counts at construction. With ``strict=False``
+(config ``data.skip_bad_images``) every image is checked first (header, PNG checksums, a draft
+decode of JPEGs, size), and the missing or unreadable images and the bad annotations are skipped
+instead, with a warning, and counted in ``skipped``.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from maskcodec.coco_validate import NO_SEGMENTATION, box_problem, segmentation_problem, valid_ground_truth
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
@@ -111,8 +114,15 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     """A COCO segmentation (polygons, uncompressed or compressed RLE) -> bool mask ``(H, W)``.
 
     Returns None when there is nothing usable (missing, empty or all polygons degenerate).
-    ``ValueError`` for an RLE whose ``size`` is not ``[height, width]``.
+    ``ValueError`` naming the problem for anything ``maskcodec.coco_validate`` rejects (an RLE
+    whose ``size`` is not ``[height, width]`` or whose counts do not sum to H·W, non-finite or
+    absurdly large polygon coordinates), which would crash or hang pycocotools.
     """
+    problem = segmentation_problem(segmentation, height, width)
+    if problem == NO_SEGMENTATION or segmentation is None:
+        return None
+    if problem is not None:
+        raise ValueError(f"{problem} (segmentation of a {height}x{width} image)")
     rle = _to_rle(segmentation, height, width)
     if rle is None:
         return None
@@ -143,8 +153,39 @@ def _has_segmentation(segmentation: Any) -> bool:
     if isinstance(segmentation, dict):
         return "counts" in segmentation and "size" in segmentation
     return isinstance(segmentation, list) and any(
-        isinstance(p, (list, tuple)) and len(p) >= 6 and len(p) % 2 == 0 for p in segmentation
+        isinstance(p, (list, tuple)) and len(p) >= 6 for p in segmentation
     )
+
+
+def _segmentation_problem(ann: dict, image: dict) -> str | None:
+    """What ``maskcodec.coco_validate`` rejects in ``ann``'s segmentation (None for none, or no polygons)."""
+    h, w = image.get("height"), image.get("width")
+    if not isinstance(h, int) or not isinstance(w, int):
+        return None  # checked against the decoded image's size on access
+    problem = segmentation_problem(ann.get("segmentation"), h, w) if "segmentation" in ann else None
+    return None if problem == NO_SEGMENTATION else problem
+
+
+def _unreadable_images(image_dir: Path, images: dict[int, dict]) -> list[tuple[Path, str]]:
+    """(path, reason) of the images PIL cannot read (header, PNG checksums, a draft decode of JPEGs: a
+    truncated file is caught) or whose size differs from the json."""
+    bad = []
+    for img in images.values():
+        path = image_dir / img["file_name"]
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+                if im.format == "JPEG":  # a 1/8-scale decode still reads the whole stream: catches truncation
+                    im.draft("RGB", (max(1, w // 8), max(1, h // 8)))
+                    im.load()
+                else:
+                    im.verify()  # chunk checksums (PNG) without decoding
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            bad.append((path, str(err).splitlines()[0] if str(err) else type(err).__name__))
+            continue
+        if (img.get("height", h), img.get("width", w)) != (h, w):
+            bad.append((path, f"{w}x{h} (WxH), the json says {img.get('width')}x{img.get('height')}"))
+    return bad
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -161,7 +202,8 @@ class CocoInstances(torch.utils.data.Dataset):
         keep_masks: also return the full-image ``"masks"`` bool ``(n, h, w)``.
         sampling_ratio: ground-truth crop sampling for ``"mask_vectors"`` (0 adaptive, official; 1).
         include_crowd: treat crowd regions as ordinary objects (default: excluded, COCO practice).
-        strict: raise on missing image files and bad annotations (default); False skips and counts them.
+        strict: raise on missing image files and bad annotations (default); False skips and counts them,
+            after checking the header of every image (config key ``data.skip_bad_images``).
     """
 
     def __init__(
@@ -226,14 +268,28 @@ class CocoInstances(torch.utils.data.Dataset):
             msg = (f"{len(missing)} of {len(images)} image files listed in {src} are missing from "
                    f"image_dir {self.image_dir}, e.g. {first}")
             if self.strict:
-                raise FileNotFoundError(msg + "; fix image_dir or pass strict=False to skip those images")
+                raise FileNotFoundError(msg + "; fix image_dir, or set data.skip_bad_images=true "
+                                        "(CocoInstances(strict=False)) to skip them")
             warnings.warn(msg + "; skipping them", stacklevel=3)
             self.skipped["missing_images"] = len(missing)
             for i in missing:
                 del images[i]
+        if not self.strict:
+            unreadable = _unreadable_images(self.image_dir, images)
+            if unreadable:
+                first, why = unreadable[0]
+                warnings.warn(f"{len(unreadable)} of {len(images)} images listed in {src} are unreadable or not "
+                              f"the size the json says, e.g. {first}: {why}; skipping them", stacklevel=3)
+                self.skipped["unreadable_images"] = len(unreadable)
+                bad_paths = {path for path, _ in unreadable}
+                dropped = [i for i, img in images.items() if self.image_dir / img["file_name"] in bad_paths]
+                for i in dropped:
+                    del images[i]
+                missing = missing + dropped
 
         missing_ids = set(missing)
-        bad: dict[str, list] = {"unknown_image_id": [], "unknown_category_id": [], "bad_bbox": []}
+        bad: dict[str, list] = {"unknown_image_id": [], "unknown_category_id": [], "bad_bbox": [],
+                                "bad_segmentation": []}
         per_image: dict[int, list[dict]] = {i: [] for i in images}
         seen_ann_ids: set = set()
         n_missing_img_ann = 0
@@ -257,9 +313,12 @@ class CocoInstances(torch.utils.data.Dataset):
                 bad["unknown_category_id"].append((aid, ann.get("category_id")))
                 continue
             bbox = ann.get("bbox")
-            if (not isinstance(bbox, (list, tuple)) or len(bbox) != 4
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
+            if box_problem(bbox):
                 bad["bad_bbox"].append((aid, bbox))
+                continue
+            problem = _segmentation_problem(ann, images[image_id])
+            if problem:
+                bad["bad_segmentation"].append((aid, problem))
                 continue
             n_crowd += bool(ann.get("iscrowd", 0))
             per_image[image_id].append(ann)
@@ -271,7 +330,8 @@ class CocoInstances(torch.utils.data.Dataset):
             )
             msg = f"{src}: {n_bad} invalid annotations: {detail}"
             if self.strict:
-                raise ValueError(msg + "; fix the json or pass strict=False to skip them")
+                raise ValueError(msg + "; fix the json, or set data.skip_bad_images=true (CocoInstances(strict=False)) "
+                                 "to skip them")
             warnings.warn(msg + "; skipping them", stacklevel=3)
             self.skipped.update({k: len(v) for k, v in bad.items() if v})
         if n_missing_img_ann:
@@ -316,7 +376,8 @@ class CocoInstances(torch.utils.data.Dataset):
             coco.dataset = {"images": list(self._images), "annotations": anns, "categories": list(self._categories)}
             with contextlib.redirect_stdout(io.StringIO()):
                 coco.createIndex()
-            self._coco = coco
+            # an annotation without polygons is trained on as its box: evaluate it as its box too
+            self._coco = valid_ground_truth(coco, box_if_empty=True)
         return self._coco
 
     def __len__(self) -> int:

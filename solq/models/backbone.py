@@ -52,15 +52,27 @@ def load_resnet_weights(resnet: nn.Module, weights: str | os.PathLike | Mapping[
     if isinstance(weights, (str, os.PathLike)):
         if not os.path.isfile(weights):
             raise ValueError(f"backbone_weights file not found: {weights!s}")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as err:  # not a torch file, truncated, or holds more than tensors (pickle errors)
+            first = (str(err).splitlines() or [""])[0][:200]
+            raise ValueError(f"backbone_weights {weights!s} is not a readable torch state dict "
+                             f"({type(err).__name__}: {first})") from None
         if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
             state = state["state_dict"]
     else:
         state = weights
     if not isinstance(state, Mapping):
         raise ValueError(f"backbone_weights must be a path or a state dict, got {type(state).__name__}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise ValueError("backbone_weights must map parameter names to tensors (a torchvision ResNet state dict)")
     state = {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
     own = resnet.state_dict()
+    has_gn = any(isinstance(m, nn.GroupNorm) for m in resnet.modules())
+    if has_gn and any(k.endswith("running_mean") for k in state) and not any(k.endswith("running_mean") for k in own):
+        raise ValueError("backbone_weights hold BatchNorm statistics (pretrained torchvision weights), but "
+                         "model.backbone_norm=group_norm has no BatchNorm to load them into: pretrained weights "
+                         "need model.backbone_norm=frozen_bn")
     parts = state_dict_problems(own, state)
     if parts:
         raise ValueError(
