@@ -66,8 +66,9 @@ def ms_deform_attn_core_with_backend(
     name = msda_backend.resolve(backend, value.device)
     n, _, m, d = value.shape
     lq = sampling_locations.shape[1]
-    if n * lq == 0 or m * d == 0:
-        return value.new_zeros((n, lq, m * d)), name
+    if n * lq == 0 or m * d == 0:  # empty result, still connected to the inputs for autograd
+        link = sum(t.reshape(-1)[:0].sum() for t in (value, sampling_locations, attention_weights))
+        return value.new_zeros((n, lq, m * d)) + link.to(value.dtype), name
     if name == "reference":
         return ms_deform_attn_core_reference(value, spatial_shapes, sampling_locations, attention_weights), name
     shapes = [(int(h), int(w)) for h, w in spatial_shapes]

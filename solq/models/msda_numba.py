@@ -17,6 +17,7 @@ uses the single-threaded twins, which would otherwise deadlock in GNU OpenMP.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange
@@ -154,7 +155,8 @@ def _level_arrays(spatial_shapes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _parallel(n_samples: int) -> bool:
-    return n_samples >= _PARALLEL_MIN_SAMPLES and parallel_allowed()
+    """Use the threaded kernel: enough work, more than one numba thread, not a forked child."""
+    return n_samples >= _PARALLEL_MIN_SAMPLES and numba.get_num_threads() > 1 and parallel_allowed()
 
 
 def msda_forward(value: torch.Tensor, spatial_shapes, loc: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
