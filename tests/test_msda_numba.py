@@ -60,8 +60,9 @@ def test_matches_reference_realistic_float32():
     shapes = [(24, 36), (12, 18), (6, 9), (3, 5)]
     s = sum(h * w for h, w in shapes)
     value, _, attn = _inputs(shapes, n=2, lq=s, m=8, d=32, p=4, dtype=torch.float32)
-    centre = torch.rand(2, s, 1, 1, 1, 2)
-    loc = (centre + 0.05 * torch.randn(2, s, 8, 4, 4, 2)).float()
+    g = torch.Generator().manual_seed(1)
+    centre = torch.rand(2, s, 1, 1, 1, 2, generator=g)
+    loc = centre + 0.05 * torch.randn(2, s, 8, 4, 4, 2, generator=g)
     _compare(shapes, value, loc, attn.softmax(-1), atol=2e-5)
 
 
