@@ -30,11 +30,14 @@ import torch  # noqa: E402
 
 
 def section_tests(out: Path) -> list[str]:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    # only the files with gpu-marked tests: the others may import what this machine lacks (nbclient, ...)
+    files = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py") if "mark.gpu" in p.read_text())
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
+           "--continue-on-collection-errors", *files]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     (out / "pytest_gpu.log").write_text(proc.stdout + proc.stderr)
     tail = (proc.stdout.strip().splitlines() or ["(no output)"])[-1]
-    return [f"`python3 -m pytest -q -m gpu tests` exit {proc.returncode}: {tail} (log: pytest_gpu.log)"]
+    return [f"`python3 -m pytest -q -m gpu` on {len(files)} files: exit {proc.returncode}: {tail} (log: pytest_gpu.log)"]
 
 
 def section_triton(out: Path) -> list[str]:
