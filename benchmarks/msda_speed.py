@@ -232,6 +232,29 @@ def report(a: argparse.Namespace, backends: list[str], core: list[dict], core_me
     return "\n".join(lines)
 
 
+def targets(core: list[dict], r50: dict, train: dict) -> str:
+    """The issue's targets, each with its measured figure from this run."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = ["## Targets (issue 12)", ""]
+    for r in core:
+        if r["shapes"] == "encoder":
+            need = 8.0 if r["pass"] == "fwd" else 4.0
+            lines.append(f"* {r['backend']} core, encoder shapes, {r['pass']}: >= {need:.0f}x faster than the reference: "
+                         f"{r['speedup']:.1f}x, {verdict(r['speedup'] >= need)}.")
+    med = {b: statistics.median([t for x in rs for t in x["times_s"]]) for b, rs in r50.items()}
+    for b in (b for b in med if b != "reference"):
+        ratio = med[b] / med["reference"]
+        lines.append(f"* SOLQ-R50 forward at 800x1216 on {b}: <= 0.5x the reference time: {ratio:.2f}x, "
+                     f"{verdict(ratio <= 0.5)}.")
+    peak = {b: max(x["peak_MiB"] for x in rs) for b, rs in train.items()}
+    for b in (b for b in peak if b != "reference"):
+        lines.append(f"* shapes_tiny training step peak memory on {b} lower than on the reference: {peak[b]:.0f} vs "
+                     f"{peak['reference']:.0f} MiB peak RSS, {verdict(peak[b] < peak['reference'])}.")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -263,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
     core_mem = {b: rs[0] for b, rs in alternate(["core_mem"], backends, 1, a.threads, a.device).items()}
     r50 = alternate(["r50"], backends, 1, a.threads, a.device) if a.r50_rounds and a.device == "cpu" else {}
     train = alternate(["train"], backends, 1, a.threads, a.device) if a.train_steps and a.device == "cpu" else {}
-    text = report(a, backends, core, core_mem, r50, train)
+    text = report(a, backends, core, core_mem, r50, train) + "\n" + targets(core, r50, train)
     from maskcodec.atomic import atomic_write
 
     atomic_write(a.output, text + "\n")
