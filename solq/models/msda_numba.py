@@ -155,8 +155,9 @@ def _level_arrays(spatial_shapes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _parallel(n_samples: int) -> bool:
-    """Use the threaded kernel: enough work, more than one numba thread, not a forked child."""
-    return n_samples >= _PARALLEL_MIN_SAMPLES and numba.get_num_threads() > 1 and parallel_allowed()
+    """Use the threaded kernel: enough work, not a forked child (checked first: it touches no numba
+    state), more than one numba thread."""
+    return n_samples >= _PARALLEL_MIN_SAMPLES and parallel_allowed() and numba.get_num_threads() > 1
 
 
 def msda_forward(value: torch.Tensor, spatial_shapes, loc: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
