@@ -18,6 +18,7 @@ SECTIONS = [
     ("results_codec_speed.md", "Codec speed (DCT fast path, PCA, sparse; bounded memory)"),
     ("results_coco_path.md", "COCO annotation → vector path, and paste speed"),
     ("results_model_speed.md", "SOLQ forward and post-processing speed"),
+    ("results_msda_speed.md", "Deformable-attention cores: fused numba / Triton vs grid_sample"),
     ("results_training.md", "Training from scratch (synthetic shapes, coco128 overfit)"),
     ("results_ablations.md", "The paper's Table 3 codec ablations"),
     ("results_fault_matrix.md", "Fault matrix: hostile input, damaged files, kill -9 (issue 13)"),

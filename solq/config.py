@@ -53,6 +53,9 @@ class ModelConfig:
     two_stage: bool = False
     with_vector: bool = True
     vector_hidden_dim: int = 1024
+    #: Deformable-attention core: ``auto`` (triton on CUDA, numba on CPU), ``reference``, ``numba``, ``triton``;
+    #: the environment variable ``SOLQ_MSDA_BACKEND`` overrides it.
+    attn_backend: str = "auto"
 
 
 @dataclass
@@ -359,6 +362,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"data.scales must be a non-empty list of positive integers, got {d.scales!r}")
     if loss.vector_layers is not None and loss.vector_layers < 0:
         raise ConfigError(f"loss.vector_layers must be null (all layers) or >= 0, got {loss.vector_layers!r}")
+    if m.attn_backend not in ("auto", "reference", "numba", "triton"):
+        raise ConfigError(f"model.attn_backend must be auto, reference, numba or triton, got {m.attn_backend!r}")
     if loss.vector_loss not in ("l1", "l2_dice"):
         raise ConfigError(f"loss.vector_loss must be 'l1' or 'l2_dice', got {loss.vector_loss!r}")
     if t.checkpoint_every_iters < 0 or t.eval_every < 0:

@@ -243,6 +243,7 @@ def build_model(cfg: Config, num_classes: int, n_vector: int):
             "two_stage": m.two_stage,
             "with_vector": m.with_vector,
             "backbone_weights": backbone_weights,
+            "attn_backend": m.attn_backend,
             "dropout": m.dropout,
             "vector_hidden_dim": m.vector_hidden_dim,
             "train_backbone": cfg.train.lr_backbone > 0,

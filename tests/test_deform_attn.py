@@ -89,18 +89,18 @@ def test_module_box_reference_scales_offsets():
         attn_mod.sampling_offsets.bias.copy_(torch.tensor([2.0, -1.0, 0.0, 0.0]))
     seen = {}
     import solq.models.deform_attn as da
-    orig = da.ms_deform_attn_core
+    orig = da.ms_deform_attn_core_with_backend
 
-    def spy(value, shapes, loc, attn):
+    def spy(value, shapes, loc, attn, backend):
         seen["loc"] = loc
-        return orig(value, shapes, loc, attn)
+        return orig(value, shapes, loc, attn, backend)
 
-    da.ms_deform_attn_core = spy
+    da.ms_deform_attn_core_with_backend = spy
     try:
         ref = torch.tensor([[[[0.5, 0.4, 0.2, 0.6]]]])
         attn_mod(torch.zeros(1, 1, 8), ref, torch.randn(1, 12, 8), [(3, 4)])
     finally:
-        da.ms_deform_attn_core = orig
+        da.ms_deform_attn_core_with_backend = orig
     # location = centre + offset / n_points * wh / 2
     torch.testing.assert_close(seen["loc"][0, 0, 0, 0, 0], torch.tensor([0.5 + 2.0 / 2 * 0.1, 0.4 - 1.0 / 2 * 0.3]))
 

@@ -1,9 +1,11 @@
-"""Multi-scale deformable attention (Zhu et al., Deformable DETR) with a pure-PyTorch core.
+"""Multi-scale deformable attention (Zhu et al., Deformable DETR) and its sampling core.
 
-The core samples every level with ``F.grid_sample`` (bilinear, zero padding,
-``align_corners=False``), so a sampling location ``(x, y)`` in [0, 1] maps to pixel coordinate
-``x * W - 0.5``: the centre of pixel ``j`` is ``x = (j + 0.5) / W``. It runs on CPU and GPU and is
-differentiable with respect to values, locations and weights.
+The core is a weighted sum of bilinear samples with ``F.grid_sample`` semantics (bilinear, zero
+padding, ``align_corners=False``), so a sampling location ``(x, y)`` in [0, 1] maps to pixel
+coordinate ``x * W - 0.5``: the centre of pixel ``j`` is ``x = (j + 0.5) / W``. It is
+differentiable with respect to values, locations and weights, and has three backends (see
+:mod:`solq.models.msda_backend`): the ``grid_sample`` reference below, a fused numba CPU kernel
+and a fused Triton GPU kernel.
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import msda_backend
+
 SpatialShapes = Sequence[tuple[int, int]]
+
+_FUSED_DTYPES = (torch.float32, torch.float64)
 
 
 def ms_deform_attn_core(
@@ -23,8 +29,68 @@ def ms_deform_attn_core(
     spatial_shapes: SpatialShapes,
     sampling_locations: torch.Tensor,
     attention_weights: torch.Tensor,
+    backend: str | None = None,
 ) -> torch.Tensor:
-    """Weighted sum of bilinear samples over levels and points.
+    """Weighted sum of bilinear samples over levels and points, on the chosen backend.
+
+    Args:
+        value: (N, S, M, D) values of all levels flattened row-major and concatenated,
+            ``S = sum(h * w)``; M heads of D channels.
+        spatial_shapes: L pairs (h_l, w_l).
+        sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y) in [0, 1] of each level.
+        attention_weights: (N, Lq, M, L, P), typically softmax-normalised over (L, P).
+        backend: ``"auto"`` (default), ``"reference"``, ``"numba"`` or ``"triton"``; the
+            ``SOLQ_MSDA_BACKEND`` environment variable overrides it (see :mod:`.msda_backend`).
+
+    Returns:
+        (N, Lq, M * D) in value's dtype. The fused backends compute in float32 or float64 (other
+        or mixed dtypes, e.g. float16 under autocast, are computed in float32) and copy
+        non-contiguous inputs.
+
+    Raises:
+        ValueError: shapes, dtypes or devices that do not fit, or a backend that cannot run here.
+    """
+    return ms_deform_attn_core_with_backend(value, spatial_shapes, sampling_locations, attention_weights,
+                                            backend)[0]
+
+
+def ms_deform_attn_core_with_backend(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, str]:
+    """:func:`ms_deform_attn_core` and the name of the backend that ran."""
+    msda_backend.check_inputs(value, spatial_shapes, sampling_locations, attention_weights)
+    name = msda_backend.resolve(backend, value.device)
+    n, _, m, d = value.shape
+    lq = sampling_locations.shape[1]
+    if n * lq == 0 or m * d == 0:  # empty result, still connected to the inputs for autograd
+        link = sum(t.reshape(-1)[:0].sum() for t in (value, sampling_locations, attention_weights))
+        return value.new_zeros((n, lq, m * d)) + link.to(value.dtype), name
+    if name == "reference":
+        return ms_deform_attn_core_reference(value, spatial_shapes, sampling_locations, attention_weights), name
+    shapes = [(int(h), int(w)) for h, w in spatial_shapes]
+    dtype = value.dtype
+    if not (dtype in _FUSED_DTYPES and sampling_locations.dtype == dtype and attention_weights.dtype == dtype):
+        dtype = torch.float32
+    args = [t.to(dtype).contiguous() for t in (value, sampling_locations, attention_weights)]
+    if name == "numba":
+        from .msda_numba import MSDeformAttnNumba as fused
+    else:
+        from .msda_triton import MSDeformAttnTriton as fused
+    out = fused.apply(args[0], shapes, args[1], args[2])
+    return out.view(n, lq, m * d).to(value.dtype), name
+
+
+def ms_deform_attn_core_reference(
+    value: torch.Tensor,
+    spatial_shapes: SpatialShapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """The pure-PyTorch core: ``grid_sample`` level by level (channel-first; any device).
 
     Args:
         value: (N, S, M, D) values of all levels flattened row-major and concatenated,
@@ -67,10 +133,15 @@ class MSDeformAttn(nn.Module):
         n_levels: number of feature levels.
         n_heads: attention heads.
         n_points: sampling points per head and level.
+        backend: core backend, ``"auto"``, ``"reference"``, ``"numba"`` or ``"triton"``.
     """
 
-    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4):
+    def __init__(self, d_model: int = 256, n_levels: int = 4, n_heads: int = 8, n_points: int = 4,
+                 backend: str = "auto"):
         super().__init__()
+        #: core backend asked for (see :mod:`.msda_backend`) and the one the last forward ran
+        self.backend = msda_backend.check_name(backend)
+        self.last_backend: str | None = None
         if d_model % n_heads != 0:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
         self.d_model = d_model
@@ -143,5 +214,19 @@ class MSDeformAttn(nn.Module):
             )
         else:
             raise ValueError(f"reference_points last dim must be 2 or 4, got {reference_points.shape[-1]}")
-        out = ms_deform_attn_core(value, spatial_shapes, locations, weights)
+        out, self.last_backend = ms_deform_attn_core_with_backend(value, spatial_shapes, locations, weights,
+                                                                  self.backend)
         return self.output_proj(out)
+
+
+def set_attn_backend(model: nn.Module, backend: str) -> None:
+    """Make every :class:`MSDeformAttn` inside ``model`` use core ``backend`` (see :mod:`.msda_backend`)."""
+    msda_backend.check_name(backend)
+    for module in model.modules():
+        if isinstance(module, MSDeformAttn):
+            module.backend = backend
+
+
+def attn_backends_used(model: nn.Module) -> list[str]:
+    """Sorted names of the core backends that the last forward of ``model``'s attention modules ran."""
+    return sorted({m.last_backend for m in model.modules() if isinstance(m, MSDeformAttn) and m.last_backend})

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import Backbone, downsample_mask
+from .deform_attn import attn_backends_used, set_attn_backend
 from .position_encoding import PositionEmbeddingSine
 from .transformer import DeformableTransformer, inverse_sigmoid
 
@@ -59,6 +60,8 @@ class SOLQ(nn.Module):
         train_backbone: False freezes the whole backbone.
         backbone_norm: ``"frozen_bn"`` (pretrained weights; the paper) or ``"group_norm"``
             (training from random init); see :mod:`solq.models.backbone`.
+        attn_backend: deformable-attention core, ``"auto"``, ``"reference"``, ``"numba"`` or
+            ``"triton"`` (:mod:`solq.models.msda_backend`); ``attn_backends_used`` says which ran.
 
     ``forward(images, pixel_mask)`` returns ``{"pred_logits" (B, Q, C), "pred_boxes" (B, Q, 4)
     cxcywh in [0, 1] of the unpadded image, "pred_vectors" (B, Q, n_k), "aux_outputs": [same
@@ -86,6 +89,7 @@ class SOLQ(nn.Module):
         vector_hidden_dim: int = 1024,
         train_backbone: bool = True,
         backbone_norm: str = "frozen_bn",
+        attn_backend: str = "auto",
     ):
         super().__init__()
         for name, value in [("num_classes", num_classes), ("n_vector", n_vector), ("d_model", d_model),
@@ -117,6 +121,7 @@ class SOLQ(nn.Module):
             dim_feedforward=dim_feedforward, dropout=dropout, num_feature_levels=num_feature_levels,
             dec_n_points=n_points, enc_n_points=n_points, two_stage=two_stage, two_stage_num_proposals=num_queries,
         )
+        set_attn_backend(self.transformer, attn_backend)
 
         proj = []
         in_channels = self.backbone.num_channels[-1]
@@ -156,6 +161,11 @@ class SOLQ(nn.Module):
             self.vector_embed = MLP(d_model, vector_hidden_dim, n_vector, 3)
             nn.init.zeros_(self.vector_embed.layers[-1].weight)
             nn.init.zeros_(self.vector_embed.layers[-1].bias)
+
+    @property
+    def attn_backends_used(self) -> list[str]:
+        """Deformable-attention core backends the last forward ran (e.g. ``["numba"]``)."""
+        return attn_backends_used(self.transformer)
 
     # ------------------------------------------------------------------ forward
     @staticmethod

@@ -1,0 +1,321 @@
+"""Speed and memory of the deformable-attention core backends against the grid_sample reference.
+
+All in one run, alternating the sides of each comparison:
+
+1. The core alone (``ms_deform_attn_core``) at the encoder shapes of an 800 x 1216 image (levels
+   (100, 152), (50, 76), (25, 38), (13, 19): Lq = S = 20197, M 8, D 48 = d_model 384 / 8, P 4;
+   every query samples near its own pixel, as in the encoder) and at the decoder shapes (300
+   queries), forward and forward+backward; peak memory of one encoder forward+backward.
+2. The full SOLQ-R50 forward (official width: d_model 384, 6+6 layers, 300 queries, random
+   weights) at 800 x 1216, batch 1.
+3. One ``shapes_tiny`` training step (configs/shapes_tiny.yaml: forward, loss, backward, AdamW).
+
+Memory on CPU is the peak resident set (``VmHWM``, restarted with ``/proc/self/clear_refs`` just
+before the measured work) of a fresh subprocess per side, minus its size then; on CUDA it is
+``torch.cuda.max_memory_allocated``.
+
+    python benchmarks/msda_speed.py --threads 1                   # CPU: numba vs reference
+    python benchmarks/msda_speed.py --device cuda --output DIR/msda_cuda.md   # GPU: triton vs reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+ENCODER_SHAPES = [(100, 152), (50, 76), (25, 38), (13, 19)]
+HEADS, CHANNELS, POINTS = 8, 48, 4
+R50 = dict(num_classes=80, n_vector=256, d_model=384, backbone="resnet50", num_feature_levels=4, num_queries=300,
+           enc_layers=6, dec_layers=6, dim_feedforward=1024, attn_backend="reference")
+
+
+def set_threads(n: int) -> None:
+    torch.set_num_threads(n)
+    import numba
+
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field} in /proc/self/status")
+
+
+def _rss_mib() -> float:
+    """Current resident set; also restarts the peak (VmHWM) from here, so later peaks are this step's."""
+    _PEAK_AT_RESET[0] = max(_PEAK_AT_RESET[0], _status_mib("VmHWM"))
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return _status_mib("VmRSS")
+
+
+def _peak_rss_mib() -> float:
+    """Peak resident set of this process (VmHWM: unlike ru_maxrss, not inherited from the forking parent)."""
+    return _status_mib("VmHWM")
+
+
+def _peak_since_start_mib() -> float:
+    return max(_status_mib("VmHWM"), _PEAK_AT_RESET[0])
+
+
+_PEAK_AT_RESET = [0.0]
+
+
+def core_inputs(kind: str, device: str, seed: int = 0) -> tuple:
+    """value (1, S, 8, 48), locations, softmaxed weights for ``kind`` ``encoder`` or ``decoder``."""
+    g = torch.Generator().manual_seed(seed)
+    s = sum(h * w for h, w in ENCODER_SHAPES)
+    n_levels = len(ENCODER_SHAPES)
+    if kind == "encoder":  # one query per pixel of every level, at its pixel centre
+        ref = torch.cat([torch.stack(torch.meshgrid((torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h,
+                                                    indexing="xy"), -1).reshape(-1, 2) for h, w in ENCODER_SHAPES])
+    else:
+        ref = 0.05 + 0.9 * torch.rand(300, 2, generator=g)
+    lq = ref.shape[0]
+    wh = torch.tensor([[w, h] for h, w in ENCODER_SHAPES], dtype=torch.float32)
+    offsets = 2.0 * torch.randn(1, lq, HEADS, n_levels, POINTS, 2, generator=g)  # a few pixels of each level
+    loc = ref.view(1, lq, 1, 1, 1, 2) + offsets / wh.view(1, 1, 1, n_levels, 1, 2)
+    attn = torch.randn(1, lq, HEADS, n_levels * POINTS, generator=g).softmax(-1).view(1, lq, HEADS, n_levels, POINTS)
+    value = torch.randn(1, s, HEADS, CHANNELS, generator=g)
+    return tuple(t.to(device) for t in (value, loc, attn))
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def run_core(backend: str, inputs: tuple, backward: bool, device: str) -> tuple[float, torch.Tensor]:
+    """Seconds for one forward (+ backward of a fixed random projection) and the output."""
+    from solq.models.deform_attn import ms_deform_attn_core
+
+    value, loc, attn = (t.detach().requires_grad_(backward) for t in inputs)
+    _sync(device)
+    t0 = time.perf_counter()
+    with torch.set_grad_enabled(backward):
+        out = ms_deform_attn_core(value, ENCODER_SHAPES, loc, attn, backend=backend)
+        if backward:
+            out.backward(torch.ones_like(out))
+    _sync(device)
+    return time.perf_counter() - t0, out.detach()
+
+
+def bench_core(backends: list[str], device: str, repeats: int) -> list[dict]:
+    """Median times of every backend and the reference, alternated, per (shapes, pass)."""
+    rows = []
+    for kind in ("encoder", "decoder"):
+        inputs = core_inputs(kind, device)
+        for backward in (False, True):
+            times: dict[str, list[float]] = {b: [] for b in ["reference", *backends]}
+            outs = {}
+            for b in times:  # warm-up (compilation)
+                outs[b] = run_core(b, inputs, backward, device)[1]
+            for _ in range(repeats):
+                for b in times:
+                    times[b].append(run_core(b, inputs, backward, device)[0])
+            ref = statistics.median(times["reference"])
+            for b in backends:
+                t = statistics.median(times[b])
+                rows.append({"shapes": kind, "lq": inputs[1].shape[1], "pass": "fwd+bwd" if backward else "fwd",
+                             "backend": b, "backend_s": t, "reference_s": ref, "speedup": ref / t,
+                             "max_abs_diff": float((outs[b] - outs["reference"]).abs().max())})
+    return rows
+
+
+def _child_core_memory(backend: str, device: str) -> dict:
+    inputs = core_inputs("encoder", device)
+    run_core(backend, core_inputs("decoder", device), True, device)  # compile / load kernels
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated() / 2**20
+        run_core(backend, inputs, True, device)
+        return {"before_MiB": before, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
+    before = _rss_mib()
+    run_core(backend, inputs, True, device)
+    return {"before_MiB": before, "peak_MiB": _peak_rss_mib()}
+
+
+def _child_r50(backend: str, repeats: int) -> dict:
+    from solq.models import SOLQ
+
+    torch.manual_seed(0)
+    model = SOLQ(**{**R50, "attn_backend": backend}).eval()
+    run_core(backend, core_inputs("decoder", "cpu"), False, "cpu")  # load the compiled kernel
+    images, mask = torch.randn(1, 3, 800, 1216), torch.zeros(1, 800, 1216, dtype=torch.bool)
+    before, times = _rss_mib(), []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(images, mask)
+            times.append(time.perf_counter() - t0)
+    return {"times_s": times, "before_MiB": before, "peak_MiB": _peak_rss_mib(),
+            "process_peak_MiB": _peak_since_start_mib(), "ran": model.attn_backends_used}
+
+
+def _child_train(backend: str, steps: int) -> dict:
+    from solq.config import load_config
+    from solq.engine import build_criterion, build_model
+
+    cfg = load_config(ROOT / "configs" / "shapes_tiny.yaml", [f"model.attn_backend={backend}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, 3, cfg.codec.n_components).train()
+    criterion = build_criterion(cfg, 3).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    size = cfg.data.scales[0]
+    images, mask = torch.randn(cfg.data.batch_size, 3, size, size, generator=g), None
+    targets = []
+    for _ in range(cfg.data.batch_size):
+        k = 3
+        boxes = torch.cat([0.3 + 0.4 * torch.rand(k, 2, generator=g), 0.1 + 0.3 * torch.rand(k, 2, generator=g)], 1)
+        targets.append({"labels": torch.randint(0, 3, (k,), generator=g), "boxes": boxes,
+                        "mask_vectors": torch.randn(k, cfg.codec.n_components, generator=g)})
+    before, times = _rss_mib(), []
+    for i in range(steps + 1):  # first step = warm-up (not timed)
+        t0 = time.perf_counter()
+        loss = criterion.total_loss(criterion(model(images, mask), targets))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i:
+            times.append(time.perf_counter() - t0)
+    return {"times_s": times, "before_MiB": before, "peak_MiB": _peak_rss_mib(),
+            "process_peak_MiB": _peak_since_start_mib(), "ran": model.attn_backends_used}
+
+
+def run_child(args: list[str]) -> dict:
+    """Run ``args`` of this script in a fresh subprocess; its last stdout line is JSON."""
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def alternate(job: list[str], backends: list[str], rounds: int, threads: int, device: str) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {b: [] for b in ["reference", *backends]}
+    for _ in range(rounds):
+        for b in results:
+            results[b].append(run_child(["--child", *job, b, "--threads", str(threads), "--device", device]))
+    return results
+
+
+def _mem(r: dict) -> str:
+    return f"{r['peak_MiB'] - r['before_MiB']:.0f}"
+
+
+def report(a: argparse.Namespace, backends: list[str], core: list[dict], core_mem: dict, r50: dict,
+           train: dict) -> str:
+    cmd = "python benchmarks/msda_speed.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
+    lines = ["# Deformable-attention core: fused backends vs the grid_sample reference", "",
+             f"Command: `{cmd.strip()}`", "",
+             f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {a.device}, "
+             f"{a.threads} thread(s) (torch and numba); load average when written: "
+             + "/".join(f"{x:.1f}" for x in os.getloadavg()) + ". Ratios are reference time / backend time, "
+             "both sides alternated in this one run.", "",
+             f"## Core alone (median of {a.repeats}; M {HEADS}, D {CHANNELS}, P {POINTS}, levels {ENCODER_SHAPES})",
+             "", "| shapes | Lq | pass | backend | backend s | reference s | speed-up | max abs diff |",
+             "|---|---:|---|---|---:|---:|---:|---:|"]
+    for r in core:
+        lines.append(f"| {r['shapes']} | {r['lq']} | {r['pass']} | {r['backend']} | {r['backend_s']:.4f} | "
+                     f"{r['reference_s']:.4f} | **{r['speedup']:.1f}x** | {r['max_abs_diff']:.1e} |")
+    lines += ["", "Peak memory of one encoder-shape forward+backward (MiB above the inputs; fresh process per side): "
+              + ", ".join(f"{b} {_mem(m)}" for b, m in core_mem.items()), ""]
+    for title, res, key in [("SOLQ-R50 forward at 800x1216 (random weights, batch 1, no_grad)", r50, "r50"),
+                            ("shapes_tiny training step (batch 4, 160x160: forward, loss, backward, AdamW)", train,
+                             "train")]:
+        if not res:
+            continue
+        lines += [f"## {title}", "", "| backend (ran) | median s | time vs reference | process peak RSS MiB | "
+                  "peak RSS above the model's MiB |", "|---|---:|---:|---:|---:|"]
+        med = {b: statistics.median([t for r in rs for t in r["times_s"]]) for b, rs in res.items()}
+        for b, rs in res.items():
+            lines.append(f"| {b} ({', '.join(rs[0]['ran'])}) | {med[b]:.3f} | {med[b] / med['reference']:.2f}x | "
+                         + " / ".join(f"{r['process_peak_MiB']:.0f}" for r in rs) + " | " + " / ".join(_mem(r) for r in rs) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def targets(core: list[dict], r50: dict, train: dict) -> str:
+    """The issue's targets, each with its measured figure from this run."""
+    def verdict(ok: bool) -> str:
+        return "met" if ok else "NOT met"
+
+    lines = ["## Targets (issue 12)", ""]
+    for r in core:
+        if r["shapes"] == "encoder":
+            need = 8.0 if r["pass"] == "fwd" else 4.0
+            lines.append(f"* {r['backend']} core, encoder shapes, {r['pass']}: >= {need:.0f}x faster than the reference: "
+                         f"{r['speedup']:.1f}x, {verdict(r['speedup'] >= need)}.")
+    med = {b: statistics.median([t for x in rs for t in x["times_s"]]) for b, rs in r50.items()}
+    for b in (b for b in med if b != "reference"):
+        ratio = med[b] / med["reference"]
+        lines.append(f"* SOLQ-R50 forward at 800x1216 on {b}: <= 0.5x the reference time: {ratio:.2f}x, "
+                     f"{verdict(ratio <= 0.5)}.")
+    peak = {b: max(x["peak_MiB"] - x["before_MiB"] for x in rs) for b, rs in train.items()}
+    for b in (b for b in peak if b != "reference"):
+        lines.append(f"* shapes_tiny training step peak memory on {b} lower than on the reference: {peak[b]:.0f} vs "
+                     f"{peak['reference']:.0f} MiB of peak RSS above the built model, "
+                     f"{verdict(peak[b] < peak['reference'])}.")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    ap.add_argument("--repeats", type=int, default=3, help="core timings per side (median)")
+    ap.add_argument("--r50-rounds", type=int, default=1, help="SOLQ-R50 forwards per side (0: skip)")
+    ap.add_argument("--train-steps", type=int, default=10, help="shapes_tiny steps per side (0: skip)")
+    ap.add_argument("--output", default=str(ROOT / "benchmarks" / "results_msda_speed.md"))
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)  # internal: JOB BACKEND in a subprocess
+    a = ap.parse_args(argv)
+    set_threads(a.threads)
+    if a.child:
+        job, backend = a.child
+        if job == "core_mem":
+            res = _child_core_memory(backend, a.device)
+        elif job == "r50":
+            res = _child_r50(backend, a.r50_rounds)
+        else:
+            res = _child_train(backend, a.train_steps)
+        print(json.dumps(res))
+        return 0
+    if a.device == "cuda" and not torch.cuda.is_available():
+        print("msda_speed: --device cuda but torch.cuda.is_available() is False")
+        return 2
+    backends = ["triton"] if a.device == "cuda" else ["numba"]
+    core = bench_core(backends, a.device, a.repeats)
+    for r in core:
+        print(r, flush=True)
+    core_mem = {b: rs[0] for b, rs in alternate(["core_mem"], backends, 1, a.threads, a.device).items()}
+    r50 = alternate(["r50"], backends, 1, a.threads, a.device) if a.r50_rounds and a.device == "cpu" else {}
+    train = alternate(["train"], backends, 1, a.threads, a.device) if a.train_steps and a.device == "cpu" else {}
+    text = report(a, backends, core, core_mem, r50, train) + "\n" + targets(core, r50, train)
+    from maskcodec.atomic import atomic_write
+
+    atomic_write(a.output, text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
