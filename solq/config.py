@@ -52,6 +52,8 @@ class ModelConfig:
     two_stage: bool = False
     with_vector: bool = True
     vector_hidden_dim: int = 1024
+    #: ``official`` (mask-vector head bias[2:] = -2, as the official code) or ``zero`` (bias 0).
+    vector_bias_init: str = "official"
 
 
 @dataclass

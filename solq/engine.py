@@ -242,6 +242,7 @@ def build_model(cfg: Config, num_classes: int, n_vector: int):
             "vector_hidden_dim": m.vector_hidden_dim,
             "train_backbone": cfg.train.lr_backbone > 0,
             "backbone_norm": m.backbone_norm,
+            "vector_bias_init": m.vector_bias_init,
         }
     )
 
