@@ -78,24 +78,71 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
 RESULT_NAME = "result.json"
 CHECKPOINT_NAME = "checkpoint.pth"
 
-# Paper numbers (SOLQ, NeurIPS 2021, Tab. 3; C5-only R50, COCO val). Only Tab. 3a is in
-# docs/DESIGN.md; the other sub-tables' numbers could not be retrieved here, so they stay empty
-# (never guessed). ``PAPER_CHOICE`` marks the setting the paper picked as best for each sweep.
+# The paper's numbers: Dong et al., SOLQ, NeurIPS 2021 (arXiv 2106.02351), text in ../shared/paper/.
+# Tab. 3 (C5-only R50, COCO val): 3a in the paper's column layout (AP, S/M/L for masks and boxes),
+# 3b-3e with AP, AP50, AP75 for masks and boxes. ``None``: "-" in the paper. Keys are our entry names.
+PAPER_COLUMNS_3A = ("AP^seg", "APs^seg", "APm^seg", "APl^seg", "AP^box", "APs^box", "APm^box", "APl^box")
+PAPER_COLUMNS_3BE = ("AP^seg", "AP50^seg", "AP75^seg", "AP^box", "AP50^box", "AP75^box")
+
+
+def _paper_rows(columns: tuple[str, ...], rows: dict[str, tuple]) -> dict[str, dict[str, float]]:
+    return {name: {c: v for c, v in zip(columns, values) if v is not None} for name, values in rows.items()}
+
+
 PAPER: dict[str, dict[str, dict[str, float]]] = {
-    "3a": {
-        "det_only": {"AP^box": 39.4},
-        "flatten": {"AP^seg": 29.7, "AP^box": 40.4},
-        "sparse": {"AP^seg": 11.3, "AP^box": 40.6},
-        "pca": {"AP^seg": 31.6, "AP^box": 41.0},
-        "dct": {"AP^seg": 32.6, "AP^box": 41.3},
-    },
-    "3b": {},
-    "3c": {},
-    "3d": {},
-    "3e": {},
+    "3a": _paper_rows(PAPER_COLUMNS_3A, {
+        "det_only": (None, None, None, None, 39.4, 20.6, 43.0, 55.5),
+        "flatten": (29.7, 11.6, 33.4, 49.3, 40.4, 20.2, 44.7, 58.8),
+        "sparse": (11.3, 6.2, 12.0, 17.5, 40.6, 20.6, 44.6, 59.3),
+        "pca": (31.6, 12.5, 35.4, 52.7, 41.0, 20.5, 45.2, 60.0),
+        "dct": (32.6, 12.8, 37.1, 54.5, 41.3, 20.7, 45.4, 60.1),
+    }),
+    "3b": _paper_rows(PAPER_COLUMNS_3BE, {
+        "lambda_0.3": (25.2, 51.0, 22.2, 39.3, 59.9, 41.8),
+        "lambda_0.7": (26.7, 52.1, 24.4, 39.6, 60.1, 42.5),
+        "lambda_1": (27.2, 53.4, 24.6, 39.7, 61.3, 43.3),
+        "lambda_2": (28.9, 53.5, 27.7, 40.0, 60.4, 42.8),
+        "lambda_3": (29.7, 53.5, 28.4, 40.2, 60.4, 42.8),
+        "lambda_4": (29.6, 52.3, 25.6, 40.2, 60.1, 42.4),
+    }),
+    "3c": _paper_rows(PAPER_COLUMNS_3BE, {
+        "layers_1": (29.7, 53.5, 27.7, 40.2, 60.4, 42.8),
+        "layers_2": (31.8, 55.4, 32.1, 40.8, 61.2, 43.3),
+        "layers_3": (32.0, 55.2, 32.4, 40.7, 61.0, 42.9),
+        "layers_4": (32.4, 55.7, 33.1, 41.0, 61.2, 43.5),
+        "layers_5": (32.3, 55.3, 33.1, 40.9, 60.9, 43.4),
+        "layers_6": (32.6, 55.9, 33.4, 41.3, 61.7, 43.4),
+    }),
+    "3d": _paper_rows(PAPER_COLUMNS_3BE, {
+        "N_64": (30.8, 54.8, 30.8, 40.5, 61.2, 42.7),
+        "N_96": (31.5, 55.4, 31.8, 40.7, 61.4, 43.1),
+        "N_128": (32.6, 55.9, 33.4, 41.3, 61.7, 43.4),
+        "N_256": (32.3, 55.4, 32.8, 40.6, 60.7, 43.3),
+    }),
+    "3e": _paper_rows(PAPER_COLUMNS_3BE, {
+        "nk_144": (31.5, 55.6, 31.6, 40.9, 61.3, 43.4),
+        "nk_256": (32.6, 55.9, 33.4, 41.3, 61.7, 43.4),
+        "nk_300": (31.0, 54.7, 30.9, 40.4, 60.8, 42.8),
+        "nk_400": (30.9, 55.1, 30.2, 40.6, 61.3, 43.0),
+    }),
 }
+# Tab. 1 (COCO test-dev), the SOLQ R50 line: multi-scale training, 50 epochs, single-scale test.
+PAPER_TABLE1_R50: dict[str, float] = {
+    "AP^seg": 39.7, "APs^seg": 21.5, "APm^seg": 42.5, "APl^seg": 53.1,
+    "AP^box": 47.8, "APs^box": 27.6, "APm^box": 50.9, "APl^box": 61.6,
+}
+# The authors' val figure for the same R50 model: Tab. 2's "D-DETR*+UQR R50" line (39.5 / 47.8) was
+# test-dev by mistake; COCO val is 40.1 AP^seg (megvii-research/SOLQ issue #1, maintainer's reply).
+PAPER_VAL_R50: dict[str, float] = {"AP^seg": 40.1, "AP50^seg": 63.1, "AP75^seg": 43.1, "APs^seg": 20.8,
+                                   "APm^seg": 43.7, "APl^seg": 59.4}
+PAPER_VAL_R50_SOURCE = "https://github.com/megvii-research/SOLQ/issues/1"
 PAPER_CHOICE: dict[str, str] = {"3a": "dct", "3b": "lambda_3", "3c": "layers_6", "3d": "N_128", "3e": "nk_256"}
 PAPER_SOURCE = "Dong et al., SOLQ: Segmenting Objects by Learning Queries, NeurIPS 2021 (arXiv 2106.02351), Tab. 3"
+
+
+def paper_columns(table: str) -> tuple[str, ...]:
+    """The paper's columns of a sub-table (``"3a"``: AP and S/M/L; others: AP, AP50, AP75; masks then boxes)."""
+    return PAPER_COLUMNS_3A if table == "3a" else PAPER_COLUMNS_3BE
 
 
 class AblationError(RuntimeError):
@@ -696,18 +743,19 @@ def entry_values(sweep: Sweep, entry: Entry, result: Optional[dict], oracle_row:
             v = None  # det-only: no masks
         vals[label] = v
     paper = PAPER.get(sweep.table, {}).get(entry.name, {})
-    vals["paper AP^seg"] = paper.get("AP^seg")
-    vals["paper AP^box"] = paper.get("AP^box")
+    for column in paper_columns(sweep.table):
+        vals["paper " + column] = paper.get(column)
     vals["oracle AP"] = (oracle_row or {}).get("ap")
     return vals
 
 
 def format_table(sweep: Sweep, results: dict[str, Optional[dict]], oracle: Optional[dict[str, Optional[dict]]] = None) -> str:
-    """A Markdown table in the paper's layout (AP^seg, AP50, AP75, APs/m/l, AP^box) with the paper's
-    numbers and the codec's oracle AP next to ours. ``*`` marks the paper's chosen setting; ``–`` is
+    """A Markdown table in the paper's layout (AP^seg, AP50, AP75, APs/m/l, AP^box) with all of the
+    paper's columns for that sub-table and the codec's oracle AP next to ours. ``*`` marks the paper's chosen setting; ``–`` is
     missing (not run, det-only masks, no object of that size, or not known from the paper)."""
     oracle = oracle or {}
-    head = [sweep.parameter] + [c[0] for c in METRIC_COLUMNS] + ["paper AP^seg", "paper AP^box", "oracle AP"]
+    head = ([sweep.parameter] + [c[0] for c in METRIC_COLUMNS] + ["paper " + c for c in paper_columns(sweep.table)]
+            + ["oracle AP"])
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for e in sweep.entries:
         vals = entry_values(sweep, e, results.get(e.name), oracle.get(e.name))

@@ -177,7 +177,7 @@ def _cmd_data(a) -> int:
 
 def _cmd_convert(a) -> int:
     from .checkpoint import save_checkpoint
-    from .models import convert_official_state_dict
+    from .models.convert import converted_checkpoint
 
     if not Path(a.checkpoint).is_file():
         raise FileNotFoundError(f"checkpoint not found: {a.checkpoint}")
@@ -189,12 +189,10 @@ def _cmd_convert(a) -> int:
             ids = [int(x) for x in a.category_ids.split(",") if x.strip()]
         except ValueError:
             raise _CLIError(f"--category-ids must be comma-separated integers, got {a.category_ids!r}") from None
-    state = convert_official_state_dict(a.checkpoint, ids)
-    payload = {"model": state}
-    if ids is not None:
-        payload["category_ids"] = list(ids)
+    payload = converted_checkpoint(a.checkpoint, ids)
     save_checkpoint(payload, a.out)
-    print(f"{len(state)} tensors -> {a.out}")
+    settings = " ".join(f"{k}={v}" for k, v in payload["model_config"].items())
+    print(f"{len(payload['model'])} tensors, {payload['num_classes']} classes -> {a.out} (model settings: {settings})")
     return 0
 
 

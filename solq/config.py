@@ -56,6 +56,8 @@ class ModelConfig:
     #: Deformable-attention core: ``auto`` (triton on CUDA, numba on CPU), ``reference``, ``numba``, ``triton``;
     #: the environment variable ``SOLQ_MSDA_BACKEND`` overrides it.
     attn_backend: str = "auto"
+    #: ``official`` (mask-vector head bias[2:] = -2, as the official code) or ``zero`` (bias 0).
+    vector_bias_init: str = "official"
 
 
 @dataclass

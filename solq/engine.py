@@ -50,7 +50,7 @@ from .checkpoint import (
     seed_everything,
     set_rng_state,
 )
-from .config import Config, ConfigError, save_config
+from .config import Config, ConfigError, config_from_dict, save_config
 
 CHECKPOINT_NAME = "checkpoint.pth"
 METRICS_NAME = "metrics.jsonl"
@@ -248,6 +248,7 @@ def build_model(cfg: Config, num_classes: int, n_vector: int):
             "vector_hidden_dim": m.vector_hidden_dim,
             "train_backbone": cfg.train.lr_backbone > 0,
             "backbone_norm": m.backbone_norm,
+            "vector_bias_init": m.vector_bias_init,
         }
     )
 
@@ -750,6 +751,10 @@ def load_trained(cfg: Config, weights: str | os.PathLike, device: torch.device):
     The codec, category ids and class names stored in the checkpoint win over the config.
     """
     state = load_checkpoint(weights)
+    if isinstance(state.get("model_config"), dict):  # a converted official file: its shapes decide
+        data = cfg.to_dict()
+        data["model"].update(state["model_config"])
+        cfg = config_from_dict(data)
     codec = codec_from_state(state["codec"]) if "codec" in state else build_codec(cfg)
     category_ids = state.get("category_ids")
     class_names = state.get("class_names")
@@ -760,12 +765,23 @@ def load_trained(cfg: Config, weights: str | os.PathLike, device: torch.device):
         except (ConfigError, FileNotFoundError):
             pass
         category_ids = ds_cats
-    num_classes = cfg.model.num_classes or (len(category_ids) if category_ids else None)
+    num_classes = state.get("num_classes") or cfg.model.num_classes or (len(category_ids) if category_ids else None)
     if num_classes is None:
         raise ConfigError("cannot tell the number of classes: set model.num_classes or give data.val")
+    if state.get("num_classes") and category_ids and len(category_ids) != num_classes:
+        raise ConfigError(f"{weights} has {num_classes} classes but the val dataset of the config has "
+                          f"{describe_ids(category_ids)}; use the dataset the weights were made for "
+                          "(for official COCO weights: solq convert --coco-ids)")
     model = build_model(cfg, num_classes, codec.n_components)
     load_model_weights(model, state, source=str(weights))
     return model.to(device).eval(), codec, list(category_ids or range(num_classes)), class_names
+
+
+def describe_ids(ids: Sequence[int]) -> str:
+    """``"80 category ids [1, 2, 3, ..., 90]"``: a short, readable name of a category set."""
+    ids = [int(i) for i in ids]
+    shown = ", ".join(map(str, ids)) if len(ids) <= 8 else ", ".join(map(str, ids[:5])) + f", ..., {ids[-1]}"
+    return f"{len(ids)} category ids [{shown}]"
 
 
 def run_evaluation(cfg: Config, weights: str | os.PathLike, split: str = "val", out_json: Optional[str] = None) -> dict:
@@ -777,7 +793,9 @@ def run_evaluation(cfg: Config, weights: str | os.PathLike, split: str = "val", 
     model, codec, category_ids, _ = load_trained(cfg, weights, info.device)
     ds = build_dataset(cfg, split, codec=None, train=False, info=info)
     if list(ds.category_ids) != list(category_ids):
-        raise ConfigError(f"the {split} dataset's categories differ from the ones the weights were trained on")
+        raise ConfigError(f"the {split} dataset's categories ({describe_ids(ds.category_ids)}) differ from the ones "
+                          f"of {weights} ({describe_ids(category_ids)}); evaluate on the dataset the weights "
+                          "were made for, or convert official weights with --category-ids of this dataset")
     sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
                                     world_size=info.world_size)
     loader = _make_loader(ds, sampler, cfg, info)

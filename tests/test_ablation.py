@@ -271,17 +271,22 @@ def test_table_has_paper_layout_paper_numbers_and_oracle(coco_base, tmp_path):
     oracle = {"dct": {"ap": 88.8}, "pca": {"ap": 77.7}}
     table = format_table(sweep, results, oracle)
     lines = table.splitlines()
+    paper = [" paper AP^seg ", " paper APs^seg ", " paper APm^seg ", " paper APl^seg ", " paper AP^box ",
+             " paper APs^box ", " paper APm^box ", " paper APl^box "]
     assert lines[0].split("|")[1:-1] == [" codec ", " AP^seg ", " AP50 ", " AP75 ", " APs ", " APm ", " APl ",
-                                          " AP^box ", " paper AP^seg ", " paper AP^box ", " oracle AP "]
+                                          " AP^box ", *paper, " oracle AP "]
     row = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in lines[2:]}
-    assert row["DCT *"] == ["12.3", "30.0", "9.0", "–", "5.0", "20.0", "25.0", "32.6", "41.3", "88.8"]
-    assert row["PCA"][-3:] == ["31.6", "41.0", "77.7"]
+    # ours, then Tab. 3a's DCT line of the paper (../shared/paper), then the oracle
+    assert row["DCT *"] == ["12.3", "30.0", "9.0", "–", "5.0", "20.0", "25.0",
+                            "32.6", "12.8", "37.1", "54.5", "41.3", "20.7", "45.4", "60.1", "88.8"]
+    assert row["PCA"][7] == "31.6" and row["PCA"][11] == "41.0" and row["PCA"][-1] == "77.7"
     assert row["Det. only"][0] == "–" and row["Det. only"][6] == "25.0"  # no masks, boxes only
-    assert row["Det. only"][7:] == ["–", "39.4", "–"]
+    assert row["Det. only"][7:] == ["–"] * 4 + ["39.4", "20.6", "43.0", "55.5", "–"]
     assert row["Sparse coding (not run)"][:7] == ["–"] * 7 and row["Sparse coding (not run)"][7] == "11.3"
-    # sub-tables whose paper numbers are unknown leave the paper columns empty
+    # 3b-3e: the paper's AP, AP50, AP75 for masks and boxes (Tab. 3e, n_k = 400)
     t3e = format_table(sweep_definition("3e"), {})
-    assert all(l.split("|")[-4].strip() == "–" for l in t3e.splitlines()[2:])
+    assert t3e.splitlines()[0].count("paper") == 6
+    assert [c.strip() for c in t3e.splitlines()[-1].split("|")[9:-2]] == ["30.9", "55.1", "30.2", "40.6", "61.3", "43.0"]
     assert "256 *" in t3e
 
 

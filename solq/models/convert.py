@@ -13,6 +13,10 @@ Our modules carry the official names, so the mapping is near-identity. Differenc
   ``class_embed.<i>``; in two-stage mode the proposal head's row 0 (the official binary
   "object" logit) stays row 0;
 * a ``"model"`` entry of a checkpoint dict and a DDP ``module.`` prefix are unwrapped.
+
+``converted_checkpoint`` is what ``solq convert`` saves: the weights plus ``num_classes``,
+``category_ids`` and the model settings the tensors imply (``model_config``), so that ``solq eval`` /
+``predict`` build the right model from the file alone.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import argparse
 import os
 import pickle
 import re
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -29,7 +33,7 @@ from torch import nn
 from .state_dict import state_dict_problems
 
 
-def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
+def _load_file(checkpoint):
     if isinstance(checkpoint, (str, os.PathLike)):
         if not os.path.isfile(checkpoint):
             raise ValueError(f"checkpoint file not found: {checkpoint!s}")
@@ -43,6 +47,11 @@ def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
                 "loaded with weights_only=True; if you trust the file, load it yourself with "
                 "torch.load(path, weights_only=False) and pass the resulting dict"
             ) from err
+    return checkpoint
+
+
+def _unwrap(checkpoint) -> dict[str, torch.Tensor]:
+    checkpoint = _load_file(checkpoint)
     if isinstance(checkpoint, Mapping) and "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
         checkpoint = checkpoint["model"]
     if not isinstance(checkpoint, Mapping):
@@ -101,3 +110,64 @@ def load_official_checkpoint(model: nn.Module, checkpoint, category_ids: Sequenc
                            "resnet50, 300 queries, n_vector=256) and pass category_ids for COCO.")
     model.load_state_dict(converted, strict=True)
     return model
+
+
+# official argparse names of settings the tensor shapes do not fix
+_OFFICIAL_ARGS = {"nheads": "nheads", "dec_n_points": "n_points", "num_queries": "num_queries"}
+_RESNETS = {(False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50", (True, 23): "resnet101"}
+
+
+def implied_model_settings(official: Mapping[str, torch.Tensor], args: Any = None) -> dict[str, Any]:
+    """``model.*`` config settings fixed by an (unwrapped) official state dict's keys and shapes,
+    plus ``nheads`` / ``n_points`` / ``num_queries`` from the checkpoint's ``args`` when it has them."""
+    sd = official
+    out: dict[str, Any] = {
+        "two_stage": "query_embed.weight" not in sd,
+        "with_box_refine": any(k.startswith("transformer.decoder.bbox_embed.") for k in sd),
+        "with_vector": any(k.startswith("vector_embed.") for k in sd),
+    }
+    if "class_embed.0.weight" in sd:
+        out["d_model"] = int(sd["class_embed.0.weight"].shape[1])
+    if "query_embed.weight" in sd:
+        out["num_queries"] = int(sd["query_embed.weight"].shape[0])
+    if "transformer.level_embed" in sd:
+        out["num_feature_levels"] = int(sd["transformer.level_embed"].shape[0])
+    for part in ("encoder", "decoder"):
+        idx = {int(m.group(1)) for k in sd if (m := re.match(rf"transformer\.{part}\.layers\.(\d+)\.", k))}
+        if idx:
+            out[f"{part[:3]}_layers"] = max(idx) + 1
+    if "transformer.encoder.layers.0.linear1.weight" in sd:
+        out["dim_feedforward"] = int(sd["transformer.encoder.layers.0.linear1.weight"].shape[0])
+    hidden = [k for k in sd if re.match(r"vector_embed\.(0\.)?layers\.0\.weight$", k)]
+    if hidden:
+        out["vector_hidden_dim"] = int(sd[hidden[0]].shape[0])
+    body = "backbone.0.body." if any(k.startswith("backbone.0.body.") for k in sd) else "backbone.body."
+    blocks = {int(m.group(1)) for k in sd if (m := re.match(re.escape(body) + r"layer3\.(\d+)\.", k))}
+    name = _RESNETS.get((body + "layer1.0.conv3.weight" in sd, len(blocks)))
+    if name:
+        out["backbone"] = name
+        out["backbone_norm"] = "frozen_bn" if body + "bn1.running_mean" in sd else "group_norm"
+    for arg, key in _OFFICIAL_ARGS.items():
+        value = getattr(args, arg, None) if args is not None else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            out[key] = value
+    return out
+
+
+def converted_checkpoint(checkpoint, category_ids: Sequence[int] | None = None) -> dict[str, Any]:
+    """What ``solq convert`` saves: ``{"model", "num_classes", "category_ids", "model_config"}``.
+
+    Without ``category_ids`` every row of the official class heads is kept, and row ``i`` is
+    category id ``i`` (the official COCO heads are indexed by category id: 91 rows, ids 1..90
+    used), so ``category_ids = [0, 1, ..., num_classes - 1]`` is stored.
+    """
+    raw = _load_file(checkpoint)
+    args = raw.get("args") if isinstance(raw, Mapping) else None
+    official = _unwrap(raw)
+    state = convert_official_state_dict(official, category_ids)
+    if "class_embed.0.weight" not in state:
+        raise ValueError("the checkpoint has no class_embed.0.weight: not an official SOLQ / Deformable DETR model")
+    num_classes = int(state["class_embed.0.weight"].shape[0])
+    ids = [int(c) for c in category_ids] if category_ids is not None else list(range(num_classes))
+    settings = implied_model_settings(official, args)
+    return {"model": state, "num_classes": num_classes, "category_ids": ids, "model_config": settings}

@@ -23,6 +23,10 @@ from .position_encoding import PositionEmbeddingSine
 from .transformer import DeformableTransformer, inverse_sigmoid
 
 
+#: Initialisations of the mask-vector head's last bias (see ``SOLQ``).
+VECTOR_BIAS_INITS = ("official", "zero")
+
+
 class MLP(nn.Module):
     """``num_layers`` Linear layers with ReLU in between (none after the last)."""
 
@@ -62,6 +66,9 @@ class SOLQ(nn.Module):
             (training from random init); see :mod:`solq.models.backbone`.
         attn_backend: deformable-attention core, ``"auto"``, ``"reference"``, ``"numba"`` or
             ``"triton"`` (:mod:`solq.models.msda_backend`); ``attn_backends_used`` says which ran.
+        vector_bias_init: the mask-vector head's last layer starts with weight 0 and bias 0, then
+            ``"official"`` sets ``bias[2:] = -2.0`` (the official SOLQ code, which copies the box
+            head's line); ``"zero"`` leaves the bias at 0 (this project's behaviour before).
 
     ``forward(images, pixel_mask)`` returns ``{"pred_logits" (B, Q, C), "pred_boxes" (B, Q, 4)
     cxcywh in [0, 1] of the unpadded image, "pred_vectors" (B, Q, n_k), "aux_outputs": [same
@@ -90,6 +97,7 @@ class SOLQ(nn.Module):
         train_backbone: bool = True,
         backbone_norm: str = "frozen_bn",
         attn_backend: str = "auto",
+        vector_bias_init: str = "official",
     ):
         super().__init__()
         for name, value in [("num_classes", num_classes), ("n_vector", n_vector), ("d_model", d_model),
@@ -103,6 +111,8 @@ class SOLQ(nn.Module):
             raise ValueError(f"d_model ({d_model}) must be divisible by nheads ({nheads})")
         if num_feature_levels == 2:
             raise ValueError("num_feature_levels must be 1 (C5 only) or >= 3 (C3-C5 plus extra stride-2 levels)")
+        if vector_bias_init not in VECTOR_BIAS_INITS:
+            raise ValueError(f"vector_bias_init must be one of {VECTOR_BIAS_INITS}, got {vector_bias_init!r}")
         if two_stage and not with_box_refine:
             raise ValueError("two_stage=True requires with_box_refine=True (as in Deformable DETR)")
         self.num_classes = num_classes
@@ -161,6 +171,8 @@ class SOLQ(nn.Module):
             self.vector_embed = MLP(d_model, vector_hidden_dim, n_vector, 3)
             nn.init.zeros_(self.vector_embed.layers[-1].weight)
             nn.init.zeros_(self.vector_embed.layers[-1].bias)
+            if vector_bias_init == "official":
+                nn.init.constant_(self.vector_embed.layers[-1].bias[2:], -2.0)
 
     @property
     def attn_backends_used(self) -> list[str]:
