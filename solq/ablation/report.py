@@ -65,10 +65,12 @@ def entry_values(sweep: Sweep, entry: Entry, result: Optional[dict], oracle_row:
     return vals
 
 
-def format_table(sweep: Sweep, results: dict[str, Optional[dict]], oracle: Optional[dict[str, Optional[dict]]] = None) -> str:
+def format_table(sweep: Sweep, results: dict[str, Optional[dict]],
+                 oracle: Optional[dict[str, Optional[dict]]] = None) -> str:
     """A Markdown table in the paper's layout (AP^seg, AP50, AP75, APs/m/l, AP^box) with all of the
-    paper's columns for that sub-table and the codec's oracle AP next to ours. ``*`` marks the paper's chosen setting; ``–`` is
-    missing (not run, det-only masks, no object of that size, or not known from the paper)."""
+    paper's columns for that sub-table and the codec's oracle AP next to ours. ``*`` marks the paper's
+    chosen setting; ``–`` is missing (not run, det-only masks, no object of that size, or not known
+    from the paper)."""
     oracle = oracle or {}
     head = ([sweep.parameter] + [c[0] for c in METRIC_COLUMNS] + ["paper " + c for c in paper_columns(sweep.table)]
             + ["oracle AP"])
@@ -143,7 +145,8 @@ def write_report(sweep: Sweep, results: dict[str, Optional[dict]], oracle: dict[
             "left empty; `*` marks the setting the paper chose."),
     ]
     if sum(1 for x in secs if x):
-        lines.append(f"- Training wall time, summed over the finished entries: {sum(x for x in secs if x) / 60:.1f} min "
+        minutes = sum(x for x in secs if x) / 60
+        lines.append(f"- Training wall time, summed over the finished entries: {minutes:.1f} min "
                      "(an entry resumed after an interruption counts its last session only).")
     lines += ["", format_table(s, results, oracle), "", f"![table {s.table}]({png.name})", ""]
     md = atomic_write(out_dir / f"table{s.table}.md", "\n".join(lines))

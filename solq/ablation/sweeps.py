@@ -88,11 +88,6 @@ def paper_columns(table: str) -> tuple[str, ...]:
     return PAPER_COLUMNS_3A if table == "3a" else PAPER_COLUMNS_3BE
 
 
-def paper_columns(table: str) -> tuple[str, ...]:
-    """The paper's columns of a sub-table (``"3a"``: AP and S/M/L; others: AP, AP50, AP75; masks then boxes)."""
-    return PAPER_COLUMNS_3A if table == "3a" else PAPER_COLUMNS_3BE
-
-
 # ---------------------------------------------------------------------------- definitions
 @dataclass(frozen=True)
 class CodecSpec(Setting):
