@@ -3,7 +3,7 @@
     python benchmarks/ablations.py 3a --config configs/ablations/shapes_cpu.yaml --scale cpu
     python benchmarks/ablations.py all --config configs/ablations/shapes_cpu.yaml --scale tiny --out /tmp/abl
 
-Re-running a command continues an interrupted sweep. See ``solq/ablation.py`` for the sweeps, the
+Re-running a command continues an interrupted sweep. See ``solq/ablation/`` for the sweeps, the
 scales and the output layout, and ``benchmarks/results_ablations.md`` for results.
 """
 

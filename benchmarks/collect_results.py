@@ -63,7 +63,7 @@ def paper_reference() -> str:
         "| SOLQ R50, 50 epochs | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols), *rows, "",
         "Tab. 1 of Dong et al., NeurIPS 2021 (`../shared/paper/`). The paper's Tab. 2 R50 line (39.5, labelled val) "
         f"was measured on test-dev by mistake; the maintainers give 40.1 AP^seg on val ({PAPER_VAL_R50_SOURCE}). Kept as data in "
-        "`solq/ablation.py` with the Tab. 3 numbers.", "",
+        "`solq/ablation/sweeps.py` with the Tab. 3 numbers.", "",
     ])
 
 

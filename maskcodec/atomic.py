@@ -8,6 +8,7 @@ torn file. New files get the mode ``open()`` would give them (0o666 minus the um
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -51,3 +52,17 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> Path:
     with atomic_open(path, "w" if isinstance(data, str) else "wb") as f:
         f.write(data)
     return Path(path)
+
+
+def json_default(o: object) -> object:
+    """``json.dumps(..., default=json_default)``: numpy / torch scalars as numbers, paths as strings."""
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if callable(getattr(o, "item", None)) and getattr(o, "ndim", None) == 0:
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def atomic_write_json(path: str | os.PathLike, obj: object) -> Path:
+    """``obj`` as indented JSON (numpy scalars and paths included, see ``json_default``), written atomically."""
+    return atomic_write(path, json.dumps(obj, indent=2, default=json_default, allow_nan=True) + "\n")

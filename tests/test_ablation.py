@@ -261,6 +261,46 @@ def test_half_finished_entry_resumes_from_its_checkpoint(coco_base, tmp_path):
     assert run.results[names[0]]["resumed"] and run.results[names[1]]["resumed"]
 
 
+def test_checkpoint_progress_reads_through_load_checkpoints_checks(tmp_path):
+    import torch
+
+    from solq.checkpoint import save_checkpoint
+
+    ours = tmp_path / "ours.pth"
+    save_checkpoint({"epoch": 2, "iter_in_epoch": 3, "global_step": 7}, ours)
+    assert ablation.checkpoint_progress(ours) == {"epoch": 2, "iter_in_epoch": 3, "global_step": 7}
+    torn = tmp_path / "torn.pth"
+    torn.write_bytes(ours.read_bytes()[: ours.stat().st_size // 2])
+    assert ablation.checkpoint_progress(torn) is None
+    future = tmp_path / "future.pth"  # a newer checkpoint format: refused by load_checkpoint, so not resumed
+    torch.save({"format": "solq-checkpoint", "format_version": 99, "epoch": 1}, future)
+    assert ablation.checkpoint_progress(future) is None
+    assert ablation.checkpoint_progress(tmp_path / "missing.pth") is None
+
+
+def test_train_seconds_sums_the_epochs_of_the_metrics_log(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text('{"type": "epoch", "seconds": 1.5}\n{"type": "train", "seconds": 9}\n'
+                   '{"type": "epoch", "seconds": 2.0}\n{"type": "ep')  # a torn last line is ignored
+    assert ablation.train_seconds(log) == 3.5
+    assert ablation.train_seconds(tmp_path / "none.jsonl") is None
+
+
+def test_codec_spec_is_a_bench_setting():
+    from maskcodec.bench import Setting
+
+    spec = CodecSpec("pca", 32, 16)
+    assert isinstance(spec, Setting) and spec.name == spec.codec == "pca"
+    assert spec.key == "pca_N32_k16" and spec.requires_fit
+
+
+def test_cli_options_may_follow_the_overrides(capsys):
+    assert ablation.main_ablate(["3e", "loss.vector=2", "--dry-run", "--config", str(BASE), "--scale", "tiny"]) == 0
+    assert "nk_144" in capsys.readouterr().out
+    assert ablation.main_ablate(["3e", "--dry-run"]) == 2
+    assert "--config is required" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------- tables and plots
 def test_table_has_paper_layout_paper_numbers_and_oracle(coco_base, tmp_path):
     sweep = sweep_definition("3a", "cpu")

@@ -38,3 +38,17 @@ def test_only_whole_file_modes(tmp_path):
     with pytest.raises(ValueError, match="mode"):
         with atomic_open(tmp_path / "x", "a"):
             pass
+
+
+def test_atomic_write_json_takes_numpy_scalars_and_paths(tmp_path):
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from maskcodec.atomic import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "x.json", {"a": np.float32(0.5), "b": np.int64(3), "p": Path("d/e")})
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": 3, "p": "d/e"}
+    with pytest.raises(TypeError, match="not JSON serialisable: ndarray"):
+        atomic_write_json(tmp_path / "y.json", {"a": np.zeros(3)})

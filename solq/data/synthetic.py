@@ -33,6 +33,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..config import ShapesConfig
+
 __all__ = ["SHAPE_CLASSES", "SplitPaths", "write_shapes_dataset", "render_shapes_image"]
 
 #: Class names in label order; ``n_classes`` takes the first ones.
@@ -127,7 +129,7 @@ def render_shapes_image(
     width: int,
     n_classes: int,
     max_objects: int,
-    empty_fraction: float = 0.05,
+    empty_fraction: float = ShapesConfig.empty_fraction,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """One image: RGB uint8 ``(H, W, 3)`` and its objects ``{"label", "mask" (H, W) bool, "polygons" or None}``."""
     image = _background(rng, height, width)
@@ -246,13 +248,13 @@ def _split_paths(root: Path, splits: Sequence[str]) -> dict[str, SplitPaths]:
 
 def write_shapes_dataset(
     out_dir: str | os.PathLike,
-    n_images: int = 200,
+    n_images: int = ShapesConfig.n_train,
     n_val: int | None = None,
-    image_size: Any = (128, 128),
-    seed: int = 0,
-    n_classes: int = 3,
-    max_objects: int = 4,
-    empty_fraction: float = 0.05,
+    image_size: Any = ShapesConfig.image_size,
+    seed: int = ShapesConfig.seed,
+    n_classes: int = ShapesConfig.n_classes,
+    max_objects: int = ShapesConfig.max_objects,
+    empty_fraction: float = ShapesConfig.empty_fraction,
     overwrite: bool = False,
 ) -> dict[str, SplitPaths]:
     """Write the shapes dataset to ``out_dir`` and return ``{"train": SplitPaths, "val": SplitPaths}``.
