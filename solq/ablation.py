@@ -59,6 +59,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from maskcodec.atomic import atomic_open, atomic_write
 
+from .checkpoint import CHECKPOINT_NAME
 from .config import Config, ConfigError, apply_overrides, config_from_dict, load_config
 
 TABLES: tuple[str, ...] = ("3a", "3b", "3c", "3d", "3e")
@@ -76,7 +77,6 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 RESULT_NAME = "result.json"
-CHECKPOINT_NAME = "checkpoint.pth"
 
 # The paper's numbers: Dong et al., SOLQ, NeurIPS 2021 (arXiv 2106.02351), text in ../shared/paper/.
 # Tab. 3 (C5-only R50, COCO val): 3a in the paper's column layout (AP, S/M/L for masks and boxes),

@@ -130,7 +130,8 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .engine import list_images, predict, split_paths
+    from .builders import split_paths
+    from .inference import list_images, predict
 
     if not 0.0 <= a.score_threshold <= 1.0:
         raise _CLIError(f"--score-threshold must be in [0, 1], got {a.score_threshold}")

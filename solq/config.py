@@ -8,10 +8,17 @@ Every key has a default, so a YAML file only lists what differs. Unknown keys ra
 ``ConfigError`` naming close matches; values are parsed with ``yaml.safe_load`` (so
 ``train.amp=true`` is a bool and ``data.scales=[96,128]`` a list). The resolved config is
 saved next to the run outputs (``save_config``) and inside every checkpoint.
+
+Relative paths (``PATH_KEYS``: data folders and annotation files, weights, the codec file, the
+shapes root, ``output_dir``) follow one rule, applied once when the config is loaded
+(``resolve_path``): a path written in a config file is relative to that file's folder, a path
+given as a ``key=value`` override (or a default) is relative to the working directory. The
+resolved config holds absolute paths only, so it means the same from any directory.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -20,7 +27,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import yaml
 from maskcodec.atomic import atomic_write
@@ -99,7 +106,7 @@ class SplitConfig:
 
 @dataclass
 class ShapesConfig:
-    """Synthetic shapes dataset, generated once into ``root`` (relative to the config's output_dir if relative)."""
+    """Synthetic shapes dataset, generated once into ``root`` (``null``: ``<output_dir>/shapes_data``)."""
 
     root: Optional[str] = None
     n_train: int = 200
@@ -168,7 +175,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
-    #: Directory of the YAML file the config came from (relative data paths resolve against it).
+    #: Directory of the YAML file the config came from (its relative paths were resolved against it).
     base_dir: Optional[str] = None
 
     def to_dict(self) -> dict:
@@ -179,14 +186,41 @@ class Config:
         t = self.train
         return t.lr_drop if t.lr_drop is not None else max(1, round(0.8 * t.epochs))
 
-    def resolve_path(self, path: Optional[str]) -> Optional[Path]:
-        """``path`` as given if absolute, else relative to ``base_dir`` (the config file's folder) or cwd."""
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(path))
-        if p.is_absolute() or self.base_dir is None:
-            return p
-        return Path(self.base_dir) / p
+
+# ---------------------------------------------------------------------------- paths
+#: Config keys that hold file-system paths; ``resolve_paths`` makes them absolute.
+PATH_KEYS = (
+    "output_dir",
+    "codec.path",
+    "model.backbone_weights",
+    "data.train.image_dir",
+    "data.train.ann_file",
+    "data.val.image_dir",
+    "data.val.ann_file",
+    "data.shapes.root",
+)
+
+
+def resolve_path(path: str | os.PathLike, base_dir: Optional[str | os.PathLike] = None) -> str:
+    """The one rule for relative paths: ``path`` (``~`` expanded) as an absolute, normalised path,
+    taken relative to ``base_dir`` (the folder of the config file that wrote it) or, when
+    ``base_dir`` is None, to the working directory."""
+    p = Path(os.path.expanduser(os.fspath(path)))
+    if not p.is_absolute():
+        p = Path(base_dir if base_dir is not None else os.getcwd()) / p
+    return os.path.abspath(p)
+
+
+def resolve_paths(data: dict, base_dir: Optional[str | os.PathLike] = None, keys: Sequence[str] = PATH_KEYS) -> dict:
+    """Apply ``resolve_path`` to the ``keys`` (dotted) present in a nested config dict, in place; returns it."""
+    for key in keys:
+        *parents, last = key.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict) and isinstance(node.get(last), (str, os.PathLike)) and os.fspath(node[last]):
+            node[last] = resolve_path(node[last], base_dir)
+    return data
 
 
 # ---------------------------------------------------------------------------- building
@@ -262,11 +296,17 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict) -> Config:
-    """Build and validate a ``Config`` from a (possibly partial) nested dict."""
+def config_from_dict(data: dict, base_dir: Optional[str | os.PathLike] = None) -> Config:
+    """Build and validate a ``Config`` from a (possibly partial) nested dict (``data`` is not modified).
+
+    Relative paths in ``data`` (and the default ``output_dir``) are resolved against ``base_dir``,
+    or the working directory when it is None (``resolve_path``).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
-    cfg = _from_dict(Config, data)
+    data = copy.deepcopy(data)
+    data.setdefault("output_dir", Config.output_dir)
+    cfg = _from_dict(Config, resolve_paths(data, base_dir))
     validate(cfg)
     return cfg
 
@@ -286,8 +326,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted ``key=value`` overrides to a nested dict (in place), checking keys against ``Config``."""
+def apply_overrides(data: dict, overrides: list[str], base_dir: Optional[str | os.PathLike] = None) -> dict:
+    """Apply dotted ``key=value`` overrides to a nested dict (in place), checking keys against ``Config``.
+
+    With ``base_dir``, relative paths the overrides set are resolved against it at once (``resolve_path``).
+    """
     for text in overrides:
         path, value = parse_override(text)
         cls: Any = Config
@@ -308,11 +351,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 node[part] = child
             node = child
             cls = tp
+        if base_dir is not None:
+            key = ".".join(path)
+            resolve_paths(data, base_dir, [k for k in PATH_KEYS if k == key or k.startswith(key + ".")])
     return data
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Read a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Relative paths of the file are taken relative to its folder, those of the overrides relative to
+    the working directory; the result holds absolute paths (see ``resolve_path``).
+    """
     data: dict = {}
     base_dir = None
     if path is not None:
@@ -326,7 +376,8 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping at the top level")
         base_dir = str(path.resolve().parent)
-    apply_overrides(data, list(overrides or []))
+        resolve_paths(data, base_dir)
+    apply_overrides(data, list(overrides or []), base_dir=os.getcwd())
     data.setdefault("base_dir", base_dir)
     return config_from_dict(data)
 
