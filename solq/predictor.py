@@ -137,10 +137,10 @@ def to_rgb_array(image: ImageInput) -> np.ndarray:
             raise ValueError(f"a tensor image must be uint8 or float in [0, 1], got {image.dtype}")
         return image.permute(1, 2, 0).cpu().contiguous().numpy()
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image.Image
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"an array image must be (H, W, 3) uint8 RGB, got shape {image.shape} {image.dtype}")
-        return np.ascontiguousarray(image)
+        return image if image.flags.c_contiguous and image.flags.writeable else np.array(image, order="C")
     raise TypeError(f"cannot read an image from a {type(image).__name__}: give a path, a PIL image, an (H, W, 3) "
                     "uint8 array or a (3, H, W) tensor")
