@@ -123,40 +123,35 @@ if len(records) > 1:
 # %% [markdown]
 # ## 4. Predict
 #
-# Load the checkpoint (the codec travels inside it), run the validation images, and post-process:
-# top-scoring (query, class) pairs, boxes in pixels, vectors decoded in one batch and pasted into
-# the predicted boxes at the original image size.
+# `solq.Predictor` loads the checkpoint (the model settings, the codec and the category ids travel
+# inside it, so no config is needed) and runs images: a path, a PIL image, an (H, W, 3) uint8 array or a
+# (3, H, W) tensor, or a list of them. Per image it returns the top-scoring (query, class) pairs: boxes in
+# pixels, scores, dataset category ids, and the vectors decoded in one batch and pasted into the predicted
+# boxes at the original image size (`masks="array"`; the default is COCO RLE).
 
 # %%
-from solq.data import collate  # noqa: E402
-from solq.engine import build_dataset, load_trained  # noqa: E402
-from solq.models import PostProcess  # noqa: E402
+from solq import Predictor  # noqa: E402
 
-model, codec, category_ids, class_names = load_trained(cfg, Path(cfg.output_dir) / "checkpoint.pth", torch.device("cpu"))
-val_ds = build_dataset(cfg, "val", codec=None, train=False)
-samples = [val_ds[i] for i in range(min(4, len(val_ds)))]
-batch = collate(samples)
-with torch.no_grad():
-    outputs = model(batch.images, batch.pixel_mask)
-orig = torch.stack([torch.as_tensor(t["orig_size"]) for t in batch.targets])
-results = PostProcess(codec, num_select=10)(outputs, orig)
-print({k: tuple(v.shape) for k, v in outputs.items() if torch.is_tensor(v)})
+predictor = Predictor.from_checkpoint(Path(cfg.output_dir) / "checkpoint.pth", device="cpu")
+val_images = sorted(gt.getImgIds())[:4]
+files = [paths["val"].image_dir / gt.loadImgs(i)[0]["file_name"] for i in val_images]
+results = predictor(files, masks="array")
+print({k: (v.shape if hasattr(v, "shape") else len(v)) for k, v in results[0].items()})
 
 # %%
-names = class_names or [str(c) for c in category_ids]
+names = dict(zip(predictor.category_ids, predictor.class_names))
 fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3.4), squeeze=False)
-for ax, target, res in zip(axes[0], batch.targets, results):
-    info = gt.loadImgs(int(target["image_id"]))[0]
-    ax.imshow(plt.imread(paths["val"].image_dir / info["file_name"]))
+for ax, img_id, path, res in zip(axes[0], val_images, files, results):
+    ax.imshow(plt.imread(path))
     keep = res["scores"] >= min(0.3, float(res["scores"].max()))  # at least the best detection
     colours = plt.cm.tab10(np.arange(int(keep.sum())) % 10)
     for c, score, label, box, mask in zip(colours, res["scores"][keep], res["labels"][keep], res["boxes"][keep],
                                           res["masks"][keep]):
-        ax.imshow(np.ma.masked_where(~mask.numpy(), mask.numpy()), alpha=0.45, cmap="autumn")
+        ax.imshow(np.ma.masked_where(~mask, mask), alpha=0.45, cmap="autumn")
         x0, y0, x1, y1 = box.tolist()
         ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=c, lw=1.2))
         ax.text(x0, y0, f"{names[int(label)]} {float(score):.2f}", color=c, fontsize=7, va="bottom")
-    ax.set_title(f"image {info['id']}: {int(keep.sum())} shown")
+    ax.set_title(f"image {img_id}: {int(keep.sum())} shown")
     ax.axis("off")
 plt.tight_layout()
 plt.show()

@@ -6,11 +6,13 @@
     solq predict --config C --weights W IMAGES_DIR_OR_FILES... --out DIR [--ann FILE] [--score-threshold 0.3]
     solq predict --config C --weights W --split val --out DIR       # a COCO split of the config
 
-Config overrides are ``key=value`` words (``train.epochs=3``), accepted anywhere on the command
-line of train, eval and predict.
     solq data shapes --out DIR [--n-train 200 --n-val 50 --image-size 128 --n-classes 3 --seed 0]
     solq data via2coco VIA_JSON IMAGE_DIR --out FILE [--category balloon]
-    solq convert OFFICIAL.pth --out OURS.pth [--config C] [--coco-ids]
+    solq convert OFFICIAL.pth --out OURS.pth [--coco-ids | --category-ids 1,2,3]
+
+Config overrides are ``key=value`` words (``train.epochs=3``), accepted anywhere on the command
+line of every sub-command that reads a config (train, eval, predict, ablate); relative paths in
+them are relative to the working directory, those in a config file to the file's folder.
 
 Bad input (unknown config key, missing file, weights that do not fit the model, corrupt
 checkpoint, non-finite loss) ends with exit code 2 and a one-line ``solq: error: ...`` message.
@@ -130,7 +132,8 @@ def _cmd_eval(a) -> int:
 
 
 def _cmd_predict(a) -> int:
-    from .engine import list_images, predict, split_paths
+    from .builders import split_paths
+    from .inference import list_images, predict
 
     if not 0.0 <= a.score_threshold <= 1.0:
         raise _CLIError(f"--score-threshold must be in [0, 1], got {a.score_threshold}")
@@ -199,17 +202,24 @@ def _cmd_convert(a) -> int:
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)*=")
 
 
+#: Sub-commands that read a config; each takes ``key=value`` overrides anywhere on its command line.
+CONFIG_COMMANDS = ("train", "eval", "predict", "ablate")
+
+
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    """Parse the command line; for train / eval / predict every ``key=value`` word is a config override,
-    wherever it stands (before or after options such as ``--resume``)."""
+    """Parse the command line. For every sub-command that reads a config (``CONFIG_COMMANDS``), every
+    ``key=value`` word is a config override, wherever it stands (before or after options such as
+    ``--resume``); ``args.overrides`` lists them in command-line order."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = _parser()
     args, extra = parser.parse_known_args(argv)
-    if args.command not in ("train", "eval", "predict"):
+    if args.command not in CONFIG_COMMANDS:
         if extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            hint = f" (solq {args.command} reads no config, so it takes no key=value overrides)" if any(
+                _OVERRIDE.match(w) for w in extra) else ""
+            parser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
         return args
-    overrides = [w for w in extra if _OVERRIDE.match(w)]
+    overrides = list(getattr(args, "overrides", None) or []) + [w for w in extra if _OVERRIDE.match(w)]
     rest = [w for w in extra if not _OVERRIDE.match(w)]
     if args.command == "predict":  # image paths and overrides may interleave
         words = args.inputs + rest

@@ -8,10 +8,17 @@ Every key has a default, so a YAML file only lists what differs. Unknown keys ra
 ``ConfigError`` naming close matches; values are parsed with ``yaml.safe_load`` (so
 ``train.amp=true`` is a bool and ``data.scales=[96,128]`` a list). The resolved config is
 saved next to the run outputs (``save_config``) and inside every checkpoint.
+
+Relative paths (``PATH_KEYS``: data folders and annotation files, weights, the codec file, the
+shapes root, ``output_dir``) follow one rule, applied once when the config is loaded
+(``resolve_path``): a path written in a config file is relative to that file's folder, a path
+given as a ``key=value`` override (or a default) is relative to the working directory. The
+resolved config holds absolute paths only, so it means the same from any directory.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -24,6 +31,8 @@ from typing import Any, Optional, Union
 
 import yaml
 from maskcodec.atomic import atomic_write
+
+from .paths import PATH_KEYS, resolve_path, resolve_paths  # noqa: F401  (resolve_path: public here too)
 
 
 class ConfigError(ValueError):
@@ -99,7 +108,7 @@ class SplitConfig:
 
 @dataclass
 class ShapesConfig:
-    """Synthetic shapes dataset, generated once into ``root`` (relative to the config's output_dir if relative)."""
+    """Synthetic shapes dataset, generated once into ``root`` (``null``: ``<output_dir>/shapes_data``)."""
 
     root: Optional[str] = None
     n_train: int = 200
@@ -168,7 +177,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     output_dir: str = "runs/default"
-    #: Directory of the YAML file the config came from (relative data paths resolve against it).
+    #: Directory of the YAML file the config came from (its relative paths were resolved against it).
     base_dir: Optional[str] = None
 
     def to_dict(self) -> dict:
@@ -178,15 +187,6 @@ class Config:
     def lr_drop_epoch(self) -> int:
         t = self.train
         return t.lr_drop if t.lr_drop is not None else max(1, round(0.8 * t.epochs))
-
-    def resolve_path(self, path: Optional[str]) -> Optional[Path]:
-        """``path`` as given if absolute, else relative to ``base_dir`` (the config file's folder) or cwd."""
-        if path is None:
-            return None
-        p = Path(os.path.expanduser(path))
-        if p.is_absolute() or self.base_dir is None:
-            return p
-        return Path(self.base_dir) / p
 
 
 # ---------------------------------------------------------------------------- building
@@ -262,11 +262,17 @@ def _from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     return cls(**kwargs)
 
 
-def config_from_dict(data: dict) -> Config:
-    """Build and validate a ``Config`` from a (possibly partial) nested dict."""
+def config_from_dict(data: dict, base_dir: Optional[str | os.PathLike] = None) -> Config:
+    """Build and validate a ``Config`` from a (possibly partial) nested dict (``data`` is not modified).
+
+    Relative paths in ``data`` (and the default ``output_dir``) are resolved against ``base_dir``,
+    or the working directory when it is None (``resolve_path``).
+    """
     if not isinstance(data, dict):
         raise ConfigError(f"a config must be a mapping at the top level, got {type(data).__name__}")
-    cfg = _from_dict(Config, data)
+    data = copy.deepcopy(data)
+    data.setdefault("output_dir", Config.output_dir)
+    cfg = _from_dict(Config, resolve_paths(data, base_dir))
     validate(cfg)
     return cfg
 
@@ -286,8 +292,11 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply dotted ``key=value`` overrides to a nested dict (in place), checking keys against ``Config``."""
+def apply_overrides(data: dict, overrides: list[str], base_dir: Optional[str | os.PathLike] = None) -> dict:
+    """Apply dotted ``key=value`` overrides to a nested dict (in place), checking keys against ``Config``.
+
+    With ``base_dir``, relative paths the overrides set are resolved against it at once (``resolve_path``).
+    """
     for text in overrides:
         path, value = parse_override(text)
         cls: Any = Config
@@ -308,11 +317,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
                 node[part] = child
             node = child
             cls = tp
+        if base_dir is not None:
+            key = ".".join(path)
+            resolve_paths(data, base_dir, [k for k in PATH_KEYS if k == key or k.startswith(key + ".")])
     return data
 
 
 def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[list[str]] = None) -> Config:
-    """Read a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides."""
+    """Read a YAML config (or defaults when ``path`` is None) and apply ``key=value`` overrides.
+
+    Relative paths of the file are taken relative to its folder, those of the overrides relative to
+    the working directory; the result holds absolute paths (see ``resolve_path``).
+    """
     data: dict = {}
     base_dir = None
     if path is not None:
@@ -326,7 +342,8 @@ def load_config(path: Optional[str | os.PathLike] = None, overrides: Optional[li
         if not isinstance(data, dict):
             raise ConfigError(f"{path} must hold a mapping at the top level")
         base_dir = str(path.resolve().parent)
-    apply_overrides(data, list(overrides or []))
+        resolve_paths(data, base_dir)
+    apply_overrides(data, list(overrides or []), base_dir=os.getcwd())
     data.setdefault("base_dir", base_dir)
     return config_from_dict(data)
 

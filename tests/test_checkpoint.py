@@ -8,16 +8,14 @@ import torch
 
 from solq.checkpoint import (
     CheckpointError,
-    ResumableBatchSampler,
-    SeededDataset,
     codec_from_state,
     codec_state,
     load_checkpoint,
     load_model_weights,
-    rng_state,
     save_checkpoint,
-    set_rng_state,
 )
+from solq.data.sampler import ResumableBatchSampler, SeededDataset
+from solq.rng import rng_state, set_rng_state
 
 
 def _net(width=4):

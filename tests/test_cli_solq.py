@@ -128,3 +128,15 @@ def test_convert_official_layout(run, tmp_path):
     load_model_weights(model, load_checkpoint(tmp_path / "ours.pth"))
     assert torch.equal(model.state_dict()["vector_embed.layers.0.weight"], ours["vector_embed.layers.0.weight"])
     assert main(["convert", str(tmp_path / "nope.pth"), "--out", str(tmp_path / "x.pth")]) == 2
+
+
+def test_every_config_subcommand_takes_overrides_anywhere(tmp_path):
+    from solq.cli import _parse_args
+
+    for argv in (["train", "train.epochs=2", "--config", "c.yaml", "--resume", "model.d_model=64"],
+                 ["eval", "--config", "c.yaml", "train.epochs=2", "--weights", "w.pth", "model.d_model=64"],
+                 ["ablate", "3e", "train.epochs=2", "--config", "c.yaml", "--scale", "tiny", "model.d_model=64"]):
+        assert _parse_args(argv).overrides == ["train.epochs=2", "model.d_model=64"], argv
+    with pytest.raises(SystemExit) as info:
+        _parse_args(["data", "shapes", "--out", str(tmp_path), "train.epochs=2"])
+    assert info.value.code == 2

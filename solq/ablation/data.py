@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 from maskcodec.atomic import atomic_write
 
 from ..config import ShapesConfig
+from ..paths import resolve_path
 from .sweeps import AblationError
 
 
@@ -47,7 +48,7 @@ def _shapes_folder(s: dict, base_dir: Optional[str], data_root: Path) -> Path:
     import numpy as np
 
     if s.get("root"):
-        return Path(s["root"]) if Path(s["root"]).is_absolute() else Path(base_dir or ".") / s["root"]
+        return Path(resolve_path(s["root"], base_dir))
     size = "x".join(str(v) for v in np.ravel(s["image_size"]))
     tag = f"shapes_{s['n_train']}_{s['n_val']}_{size}_{s['max_objects']}_{s['seed']}"
     if (s["n_classes"], s["empty_fraction"]) != (ShapesConfig.n_classes, ShapesConfig.empty_fraction):
@@ -84,16 +85,9 @@ def _split_files(d: dict, split: str, base_dir: Optional[str]) -> tuple[Path, Pa
 
 
 def _existing_path(sc: dict, split: str, key: str, base_dir: Optional[str]) -> Path:
-    """``sc[key]`` as an existing path: as given, else relative to ``base_dir``; written back resolved."""
-    p = Path(os.path.expanduser(sc[key]))
-    if not p.is_absolute():
-        cands = [p] + ([Path(base_dir) / p] if base_dir else [])
-        found = next((c for c in cands if c.exists()), None)
-        if found is None:
-            raise FileNotFoundError(f"data.{split}.{key}: {sc[key]} not found (looked in "
-                                    f"{', '.join(map(str, cands))})")
-        p = found.resolve()
-    elif not p.exists():
+    """``sc[key]`` as an existing path (``solq.paths.resolve_path``'s rule); written back resolved."""
+    p = Path(resolve_path(sc[key], base_dir))
+    if not p.exists():
         raise FileNotFoundError(f"data.{split}.{key}: {p} not found")
     sc[key] = str(p)
     return p

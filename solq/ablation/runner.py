@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint
 from ..config import Config, apply_overrides, load_config
-from ..engine import CHECKPOINT_NAME, METRICS_NAME, read_metrics
+from ..metrics_log import METRICS_NAME, read_metrics
 from .codecs import fit_codec, oracle_ap
 from .data import materialize_data, subset_annotations
 from .overrides import entry_config, scaled_base

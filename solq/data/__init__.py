@@ -1,7 +1,8 @@
-"""Data for solq: COCO-format datasets, synthetic shapes, v2 transforms, target encoding, batching."""
+"""Data for solq: COCO-format datasets, synthetic shapes, v2 transforms, target encoding, batching, data order."""
 
 from .coco import CocoInstances, load_rgb, read_instances_json
 from .collate import Batch, collate
+from .sampler import ResumableBatchSampler, SeededDataset
 from .synthetic import write_shapes_dataset
 from .targets import build_target, encode_masks, normalize_boxes
 from .transforms import (
@@ -20,7 +21,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "RandomShortestSize",
+    "ResumableBatchSampler",
     "RandomSizeCrop",
+    "SeededDataset",
     "ToNormalizedFloat",
     "build_target",
     "collate",

@@ -21,7 +21,6 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
-from torchvision.transforms.v2._utils import is_pure_tensor, query_size
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -48,7 +47,7 @@ class RandomSizeCrop(v2.Transform):
         self.max_size = int(max_size)
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        height, width = query_size(flat_inputs)
+        height, width = v2.query_size(flat_inputs)
         crop_h = _randint(min(self.min_size, height), min(self.max_size, height))
         crop_w = _randint(min(self.min_size, width), min(self.max_size, width))
         top = _randint(0, height - crop_h)
@@ -98,7 +97,7 @@ class ToNormalizedFloat(v2.Transform):
         self.std = tuple(float(s) for s in std)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if not (isinstance(inpt, tv_tensors.Image) or is_pure_tensor(inpt)):
+        if not (isinstance(inpt, tv_tensors.Image) or F.is_pure_tensor(inpt)):
             return inpt  # boxes, masks: nothing to do
         x = inpt.as_subclass(torch.Tensor)
         if x.dtype != torch.uint8 and not x.is_floating_point():
