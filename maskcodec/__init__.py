@@ -14,7 +14,8 @@ from .dct import DCTCodec
 from .flatten import FlattenCodec
 from .pca import PCACodec
 from .sparse import SparseCodec
-from .persistence import load
+from .persistence import load, save
+from .state import from_state
 from .registry import available_codecs, codec_class, get_codec, register_codec
 
 __all__ = [
@@ -24,6 +25,8 @@ __all__ = [
     "PCACodec",
     "SparseCodec",
     "load",
+    "save",
+    "from_state",
     "available_codecs",
     "codec_class",
     "get_codec",

@@ -168,7 +168,7 @@ def _cmd_info(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"{args.path}: {type(codec).__name__} (registered as {codec.codec_name!r})")
     for k, v in sorted(codec.get_params().items()):
         print(f"  {k} = {v!r}")
-    for k, v in sorted(codec._fitted_attributes().items()):
+    for k, v in sorted(codec.get_state()["fitted"].items()):
         desc = f"array {v.shape} {v.dtype}" if isinstance(v, np.ndarray) else repr(v)
         print(f"  {k}: {desc}")
     print(f"  {codec.mask_size}x{codec.mask_size} mask -> {codec.n_components} numbers "
