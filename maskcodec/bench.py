@@ -170,87 +170,6 @@ def _setting_problem(name: str, n: int, k: int) -> str:
 
 
 # ----------------------------------------------------------------------------- data
-@dataclass
-class _MergedSet:
-    """Several COCO instances files merged into one COCO object with unique ids."""
-
-    coco: Any  # pycocotools.coco.COCO
-    files: list[Path]
-    #: (source file index, original image id) of every merged image id
-    image_origin: dict[int, tuple[int, int]]
-    #: image keys (original id, file_name, height, width), to detect the same image in two sets
-    image_keys: dict[int, tuple]
-    duplicates: int = 0  # images dropped because an earlier file already had them
-    #: (annotation id, reason) of annotations dropped while merging
-    dropped: list = field(default_factory=list)
-
-
-class _UniqueIds:
-    """Hands out ids unique across merged files: the wanted id if free, else the next free id counting up from 1."""
-
-    def __init__(self) -> None:
-        self._used: set[int] = set()
-        self._next = 1
-
-    def take(self, wanted: int) -> int:
-        if wanted in self._used:
-            while self._next in self._used:
-                self._next += 1
-            wanted = self._next
-        self._used.add(wanted)
-        return wanted
-
-
-def _merge_files(paths: Sequence[str | os.PathLike], exclude_keys: set | None = None) -> tuple[_MergedSet, int]:
-    """Read and merge COCO instances files. Returns the merged set and the number of images excluded."""
-    from pycocotools.coco import COCO
-
-    if not paths:
-        raise ValueError("no annotation files given")
-    files = [Path(p) for p in paths]
-    images, annotations, categories = [], [], {}
-    image_origin, image_keys = {}, {}
-    seen_keys: dict[tuple, int] = {}
-    image_ids, ann_ids = _UniqueIds(), _UniqueIds()
-    duplicates = excluded = 0
-    dropped: list[tuple[int, str]] = []
-    for fi, path in enumerate(files):
-        with contextlib.redirect_stdout(io.StringIO()):
-            c = coco.read_instances(path)
-        data = c.dataset
-        for cat in data.get("categories", []):
-            categories.setdefault(cat["id"], cat)
-        id_map, why_not = {}, {}
-        for img in data.get("images", []):
-            key = (img["id"], img.get("file_name"), img.get("height"), img.get("width"))
-            if key in seen_keys:
-                duplicates += 1
-                why_not[img["id"]] = "image already read from an earlier file"
-                continue
-            if exclude_keys is not None and key in exclude_keys:
-                excluded += 1
-                why_not[img["id"]] = "image also in the evaluation files"
-                continue
-            new_id = image_ids.take(img["id"])
-            seen_keys[key] = new_id
-            id_map[img["id"]] = new_id
-            image_origin[new_id] = (fi, img["id"])
-            image_keys[new_id] = key
-            images.append({**img, "id": new_id})
-        for ann in data.get("annotations", []):
-            if ann.get("image_id") not in id_map:
-                dropped.append((ann.get("id", -1), why_not.get(ann.get("image_id"), "unknown image")))
-                continue
-            new_id = ann_ids.take(ann["id"])
-            annotations.append({**ann, "id": new_id, "image_id": id_map[ann["image_id"]]})
-    merged = COCO()
-    merged.dataset = {"images": images, "annotations": annotations, "categories": list(categories.values())}
-    with contextlib.redirect_stdout(io.StringIO()):
-        merged.createIndex()
-    ms = _MergedSet(merged, files, image_origin, image_keys, duplicates, dropped)
-    return ms, excluded
-
-
 def _n_instances(c: Any, img_id: int) -> int:
     return sum(1 for a in c.imgToAnns.get(img_id, []) if not a.get("iscrowd", 0))
 
@@ -411,7 +330,7 @@ def _ap_ground_truth(c: Any, img_ids: Sequence[int]) -> tuple[Any, int]:
     """A COCO object for COCOeval: the evaluated images and all their annotations (crowd included)
     that pass ``coco_validate.annotation_problem``; returns it and the number of annotations left out."""
     from .coco import SkipReport
-    from .coco_validate import valid_ground_truth
+    from .coco.validate import valid_ground_truth
 
     left_out = SkipReport()
     gt = valid_ground_truth(c, img_ids, box_if_empty=False, report=left_out)
@@ -595,7 +514,7 @@ def run(
     rng = np.random.default_rng(seed)
     learned = sorted({s.codec for s in settings if codec_class(s.codec).requires_fit})
 
-    ev, _ = _merge_files(ann_files)
+    ev, _ = coco.merge_files(ann_files)
     all_ids = sorted(ev.coco.getImgIds())
     if not all_ids:
         raise ValueError(f"no images in {', '.join(map(str, ann_files))}: nothing to evaluate")
@@ -603,7 +522,7 @@ def run(
     fit_set = None
     excluded = 0
     if learned and fit_ann_files:
-        fit_set, excluded = _merge_files(fit_ann_files, exclude_keys=set(ev.image_keys.values()))
+        fit_set, excluded = coco.merge_files(fit_ann_files, exclude_keys=set(ev.image_keys.values()))
         fit_ids = sorted(fit_set.coco.getImgIds())
         fit_desc = (
             f"{', '.join(learned)} fitted on {', '.join(map(str, fit_ann_files))}"

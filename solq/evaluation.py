@@ -26,8 +26,9 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
 from maskcodec.atomic import atomic_write
-from maskcodec.coco_validate import valid_ground_truth
+from maskcodec.coco.validate import valid_ground_truth
 from maskcodec.metrics import mask_boundary
 
 IOU_TYPES = ("bbox", "segm", "boundary")
