@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import atomic_open
+from .version import __version__
 
 FORMAT_NAME = "maskcodec-codec"
 FORMAT_VERSION = 1
@@ -24,8 +25,6 @@ _HEADER_KEY = "__header__"
 
 def write_state(state: dict, path: str | os.PathLike) -> None:
     """Write a codec state (``{"name", "params", "fitted"}``) to ``path`` through a temp file and rename."""
-    from . import __version__
-
     arrays: dict[str, np.ndarray] = {}
     scalars: dict[str, object] = {}
     for name, value in state["fitted"].items():

@@ -14,7 +14,7 @@ front of pycocotools), ``skips`` (skip reasons, ``SkipReport``), ``rasterize`` (
 ``stream`` (``MaskBatch``, ``iter_mask_batches``, ``load_masks``), ``merge`` (several files as one).
 """
 
-from .instances import annotation_mask, read_instances, sample_annotation_files
+from .instances import annotation_mask, index_instances, read_instances, sample_annotation_files
 from .merge import MergedSet, UniqueIds, merge_files
 from .skips import (
     SKIP_BAD_BOX,
@@ -34,6 +34,7 @@ __all__ = [
     "MaskBatch",
     "SkipReport",
     "read_instances",
+    "index_instances",
     "iter_mask_batches",
     "load_masks",
     "merge_files",

@@ -42,6 +42,12 @@ def read_instances(source: str | os.PathLike | dict | COCO) -> COCO:
     else:
         raise TypeError(f"expected a path, a dict or a pycocotools COCO object, got {type(source).__name__}")
     _validate_instances(dataset, where)
+    return index_instances(dataset)
+
+
+def index_instances(dataset: dict) -> COCO:
+    """pycocotools' index (``imgs``, ``anns``, ``imgToAnns``, ...) of an instances dict already checked
+    by the caller, without pycocotools' prints. ``read_instances`` checks, then calls this."""
     coco = COCO()
     coco.dataset = dataset
     with contextlib.redirect_stdout(io.StringIO()):

@@ -29,8 +29,6 @@ instead, with a warning, and counted in ``skipped``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -46,6 +44,7 @@ from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from maskcodec.coco import index_instances
 from maskcodec.coco.validate import NO_SEGMENTATION, box_problem, segmentation_problem, valid_ground_truth
 
 from .targets import build_target
@@ -363,9 +362,6 @@ class CocoInstances(torch.utils.data.Dataset):
     def coco(self):
         """A pycocotools ``COCO`` of the validated images/annotations (for ``COCOeval``), built lazily."""
         if self._coco is None:
-            from pycocotools.coco import COCO
-
-            coco = COCO()
             flat = [a for al in self._annotations for a in al]
             next_id = max((a["id"] for a in flat if isinstance(a.get("id"), int)), default=0) + 1
             anns = []
@@ -374,9 +370,8 @@ class CocoInstances(torch.utils.data.Dataset):
                 if "id" not in a:
                     a["id"], next_id = next_id, next_id + 1
                 anns.append(a)
-            coco.dataset = {"images": list(self._images), "annotations": anns, "categories": list(self._categories)}
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco.createIndex()
+            coco = index_instances({"images": list(self._images), "annotations": anns,
+                                    "categories": list(self._categories)})
             # an annotation without polygons is trained on as its box: evaluate it as its box too
             self._coco = valid_ground_truth(coco, box_if_empty=True)
         return self._coco
