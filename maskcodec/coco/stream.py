@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -216,6 +216,32 @@ def _parse_boxes(raw: list) -> np.ndarray:
     return out
 
 
+@dataclass
+class _Regions:
+    """The box region of each candidate annotation: rows [r0, r1) x columns [c0, c1), at ``offsets[k]`` of the buffer."""
+
+    boxes: np.ndarray  # (k, 4) float64 xyxy (NaN where the box is unreadable)
+    finite: np.ndarray  # (k,) bool: the box holds four finite numbers
+    positive: np.ndarray  # (k,) bool: ... and has a positive width and height
+    r0: np.ndarray
+    r1: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    offsets: np.ndarray  # (k + 1,) int64: canvas k is buf[offsets[k]:offsets[k + 1]]
+
+
+@dataclass
+class _Segmentations:
+    """The usable segmentations of a chunk: polygons packed for one kernel call, RLE counts one by one."""
+
+    keep: np.ndarray  # (k,) bool
+    flat_coords: list = field(default_factory=list)  # every polygon coordinate of the chunk
+    poly_spans: list = field(default_factory=list)  # (start, stop) in flat_coords per annotation
+    poly_lengths: list = field(default_factory=list)
+    poly_owner: list = field(default_factory=list)  # (candidate index, number of polygons)
+    rle_anns: list = field(default_factory=list)  # (candidate index, counts)
+
+
 def _decode_chunk(coco: COCO, anns: list[dict], include_crowd: bool, report: SkipReport):
     """Box-region canvases of the usable annotations of a chunk, or None when none is usable.
 
@@ -224,7 +250,26 @@ def _decode_chunk(coco: COCO, anns: list[dict], include_crowd: bool, report: Ski
     order), at ``buf[meta[a, 0]:]``. Polygons of the whole chunk are rasterised by one compiled
     call; RLEs (crowd) are decoded one by one, region only.
     """
-    imgs = coco.imgs
+    cand, sizes, raw_boxes = _candidates(coco, anns, include_crowd, report)
+    if not cand:
+        return None
+    reg = _box_regions(raw_boxes, sizes)
+    segs = _segmentations(cand, sizes, reg, report)
+    if not segs.keep.any():
+        return None
+    buf, invalid = _fill_canvases(segs, sizes, reg)
+    sel = np.flatnonzero(segs.keep)
+    rh = (reg.r1 - reg.r0)[sel]
+    # column-major canvas: pixel (y, x) at offset + (x - c0) * rh + (y - r0)
+    meta = np.stack([reg.offsets[sel], np.ones_like(rh), rh, reg.r0[sel], reg.c0[sel], rh, (reg.c1 - reg.c0)[sel],
+                     sizes[sel, 0], sizes[sel, 1]], axis=1)
+    kept = [cand[k] for k in sel]
+    return buf, meta, kept, reg.boxes[sel], sizes[sel], invalid[sel]
+
+
+def _candidates(coco: COCO, anns: list[dict], include_crowd: bool,
+                report: SkipReport) -> tuple[list[dict], np.ndarray, list]:
+    """The annotations of known images (and not crowd, unless asked), their image sizes (k, 2) and raw boxes."""
     cand: list[dict] = []
     hw: list[tuple[int, int]] = []
     raw_boxes: list = []
@@ -232,22 +277,23 @@ def _decode_chunk(coco: COCO, anns: list[dict], include_crowd: bool, report: Ski
         if not include_crowd and ann.get("iscrowd", 0):
             report.add(ann.get("id", -1), SKIP_CROWD)
             continue
-        img = imgs.get(ann.get("image_id"))
+        img = coco.imgs.get(ann.get("image_id"))
         if img is None:
             report.add(ann.get("id", -1), SKIP_UNKNOWN_IMAGE)
             continue
         cand.append(ann)
         hw.append((img["height"], img["width"]))
         raw_boxes.append(ann.get("bbox"))
-    if not cand:
-        return None
-    sizes = np.array(hw, dtype=np.int64).reshape(-1, 2)
+    return cand, np.array(hw, dtype=np.int64).reshape(-1, 2), raw_boxes
+
+
+def _box_regions(raw_boxes: list, sizes: np.ndarray) -> _Regions:
+    """Rows and columns that roi_align-style sampling over each box can read, and the canvas offsets."""
     xywh = _parse_boxes(raw_boxes)
     finite = np.isfinite(xywh).all(axis=1)
     positive = finite & (xywh[:, 2] > 0) & (xywh[:, 3] > 0)
     boxes = xywh.copy()
     boxes[:, 2:] += boxes[:, :2]
-    # rows [r0, r1) and columns [c0, c1) that roi_align-style sampling over the box can read
     with np.errstate(invalid="ignore"):
         lo = np.floor(np.where(positive[:, None], boxes[:, :2], 0)) - 1
         hi = np.ceil(np.where(positive[:, None], boxes[:, 2:], 0)) + 1
@@ -257,74 +303,70 @@ def _decode_chunk(coco: COCO, anns: list[dict], include_crowd: bool, report: Ski
     r1 = np.maximum(np.minimum(hi[:, 1], sizes[:, 0]).astype(np.int64), r0)
     area = (r1 - r0) * (c1 - c0)
     area[~positive] = 0
-    offsets = np.zeros(len(cand) + 1, dtype=np.int64)
+    offsets = np.zeros(len(boxes) + 1, dtype=np.int64)
     np.cumsum(area, out=offsets[1:])
+    return _Regions(boxes, finite, positive, r0, r1, c0, c1, offsets)
 
-    keep = np.zeros(len(cand), dtype=np.bool_)
-    flat_coords: list = []  # every polygon coordinate of the chunk, converted once
-    poly_spans: list[tuple[int, int]] = []
-    poly_lengths: list[int] = []
-    poly_owner: list[tuple[int, int]] = []  # (candidate index, number of polygons)
-    rle_anns: list[tuple[int, np.ndarray]] = []
+
+def _segmentations(cand: list[dict], sizes: np.ndarray, reg: _Regions, report: SkipReport) -> _Segmentations:
+    """Sort each candidate's segmentation into polygons or RLE counts; report the unusable ones."""
+    segs = _Segmentations(keep=np.zeros(len(cand), dtype=np.bool_))
     for k, ann in enumerate(cand):
-        if not positive[k]:
-            report.add(ann.get("id", -1), SKIP_ZERO_BOX if finite[k] else SKIP_BAD_BOX)
+        if not reg.positive[k]:
+            report.add(ann.get("id", -1), SKIP_ZERO_BOX if reg.finite[k] else SKIP_BAD_BOX)
             continue
-        if area[k] == 0:  # box entirely outside the image
+        if reg.offsets[k + 1] == reg.offsets[k]:  # box entirely outside the image
             report.add(ann.get("id", -1), SKIP_EMPTY)
             continue
         segm = ann.get("segmentation")
         if isinstance(segm, list):
-            start = len(flat_coords)
+            start = len(segs.flat_coords)
             count = 0
             for poly in segm:
                 if isinstance(poly, (list, tuple)) and len(poly) >= 6:
-                    flat_coords.extend(poly)
-                    poly_lengths.append(len(poly))
+                    segs.flat_coords.extend(poly)
+                    segs.poly_lengths.append(len(poly))
                     count += 1
             if not count:
                 report.add(ann.get("id", -1), SKIP_SHORT_POLYGON)
                 continue
-            poly_owner.append((k, count))
-            poly_spans.append((start, len(flat_coords)))
+            segs.poly_owner.append((k, count))
+            segs.poly_spans.append((start, len(segs.flat_coords)))
         elif isinstance(segm, dict) and "counts" in segm:
             try:
                 counts = rle_counts(segm, int(sizes[k, 0]), int(sizes[k, 1]))
             except AnnotationProblem as err:
                 report.add(ann.get("id", -1), str(err))
                 continue
-            rle_anns.append((k, counts))
+            segs.rle_anns.append((k, counts))
         else:
             report.add(ann.get("id", -1), SKIP_BAD_SEGMENTATION)
             continue
-        keep[k] = True
-    if not keep.any():
-        return None
-    buf = np.zeros(int(offsets[-1]), dtype=np.uint8)
-    invalid = np.zeros(len(cand), dtype=np.bool_)
-    if poly_owner:
-        owner = np.array(poly_owner, dtype=np.int64)
+        segs.keep[k] = True
+    return segs
+
+
+def _fill_canvases(segs: _Segmentations, sizes: np.ndarray, reg: _Regions) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 buffer of all canvases (polygons by one kernel call, RLEs one by one) and the invalid flags."""
+    buf = np.zeros(int(reg.offsets[-1]), dtype=np.uint8)
+    invalid = np.zeros(len(segs.keep), dtype=np.bool_)
+    if segs.poly_owner:
+        owner = np.array(segs.poly_owner, dtype=np.int64)
         idx = owner[:, 0]
         ann_polys = np.zeros(len(owner) + 1, dtype=np.int64)
         np.cumsum(owner[:, 1], out=ann_polys[1:])
-        poly_start = np.zeros(len(poly_lengths) + 1, dtype=np.int64)
-        np.cumsum(poly_lengths, out=poly_start[1:])
-        kernel_meta = np.stack([offsets[idx], sizes[idx, 0], sizes[idx, 1]], axis=1)
-        regions = np.stack([r0[idx], r1[idx], c0[idx], c1[idx]], axis=1)
+        poly_start = np.zeros(len(segs.poly_lengths) + 1, dtype=np.int64)
+        np.cumsum(segs.poly_lengths, out=poly_start[1:])
+        kernel_meta = np.stack([reg.offsets[idx], sizes[idx, 0], sizes[idx, 1]], axis=1)
+        regions = np.stack([reg.r0[idx], reg.r1[idx], reg.c0[idx], reg.c1[idx]], axis=1)
         bad = np.zeros(len(owner), dtype=np.bool_)
         kernel = rasterize_polygons if len(owner) > 1 and parallel_allowed() else rasterize_polygons_serial
-        kernel(as_coordinates(flat_coords, poly_spans), poly_start, ann_polys, kernel_meta, regions, buf, bad)
+        kernel(as_coordinates(segs.flat_coords, segs.poly_spans), poly_start, ann_polys, kernel_meta, regions, buf, bad)
         invalid[idx[bad]] = True
-    for k, counts in rle_anns:
-        fill_rle(counts, int(sizes[k, 0]), int(r0[k]), int(r1[k]), int(c0[k]), int(c1[k]), buf, int(offsets[k]))
-    sel = np.flatnonzero(keep)
-    rh = (r1 - r0)[sel]
-    # column-major canvas: pixel (y, x) at offset + (x - c0) * rh + (y - r0)
-    meta = np.stack([offsets[sel], np.ones_like(rh), rh, r0[sel], c0[sel], rh, (c1 - c0)[sel],
-                     sizes[sel, 0], sizes[sel, 1]], axis=1)
-    kept = [cand[k] for k in sel]
-    return buf, meta, kept, boxes[sel], sizes[sel], invalid[sel]
-
+    for k, counts in segs.rle_anns:
+        fill_rle(counts, int(sizes[k, 0]), int(reg.r0[k]), int(reg.r1[k]), int(reg.c0[k]), int(reg.c1[k]), buf,
+                 int(reg.offsets[k]))
+    return buf, invalid
 
 
 def load_masks(source: str | os.PathLike | dict | COCO | Sequence[str | os.PathLike], mask_size: int, **kw: Any) -> MaskBatch:
