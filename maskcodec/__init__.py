@@ -7,15 +7,15 @@
 >>> soft = codec.decode(vectors)           # (2, 128, 128) float32; threshold at 0.5
 """
 
-__version__ = "0.1.0"
-
 from .base import MaskCodec
 from .dct import DCTCodec
 from .flatten import FlattenCodec
 from .pca import PCACodec
-from .sparse import SparseCodec
-from .persistence import load
+from .persistence import load, save
 from .registry import available_codecs, codec_class, get_codec, register_codec
+from .sparse import SparseCodec
+from .state import from_state
+from .version import __version__
 
 __all__ = [
     "MaskCodec",
@@ -24,6 +24,8 @@ __all__ = [
     "PCACodec",
     "SparseCodec",
     "load",
+    "save",
+    "from_state",
     "available_codecs",
     "codec_class",
     "get_codec",

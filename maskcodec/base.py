@@ -20,6 +20,7 @@ from sklearn.exceptions import NotFittedError
 
 from . import backend
 from .backend import Array
+from .codec_file import write_state
 
 
 class MaskCodec(BaseEstimator):
@@ -81,11 +82,23 @@ class MaskCodec(BaseEstimator):
     def fit_transform(self, masks: Array, y: Any = None) -> Array:
         return self.fit_encode(masks)
 
-    def save(self, path) -> None:
-        """Write the codec (parameters and fitted state) to ``path`` atomically; see ``maskcodec.load``."""
-        from .persistence import save_codec
+    def get_state(self) -> dict[str, Any]:
+        """The codec as plain data: ``{"name", "params", "fitted"}`` (fitted arrays are numpy).
 
-        save_codec(self, path)
+        ``maskcodec.from_state(state)`` rebuilds it, with the checks of ``maskcodec.load``.
+        """
+        if not self.codec_name:
+            raise ValueError(f"{type(self).__name__} is not registered, so it cannot be saved; use register_codec")
+        self._check_params()
+        fitted = self._fitted_attributes()
+        if self.requires_fit and not fitted:
+            raise ValueError(f"cannot save an unfitted {type(self).__name__}: maskcodec.load would refuse the file; "
+                             "call fit(masks) first")
+        return {"name": self.codec_name, "params": self.get_params(), "fitted": fitted}
+
+    def save(self, path) -> None:
+        """Write the codec to ``path`` atomically; the same as ``maskcodec.save(codec, path)``."""
+        write_state(self.get_state(), path)
 
     def __sklearn_is_fitted__(self) -> bool:
         return not self.requires_fit or bool(self._fitted_attributes())

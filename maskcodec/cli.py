@@ -11,8 +11,6 @@ Bad input ends with exit code 2 and a one-line ``maskcodec: error: ...`` message
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import shlex
 import sys
 import time
@@ -136,20 +134,7 @@ def _cmd_fit(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if codec.requires_fit:
         files = args.ann or [coco.sample_annotation_files()["train"]]
         skipped = coco.SkipReport()
-        masks = []
-        total = 0
-        for path in files:
-            with contextlib.redirect_stdout(io.StringIO()):
-                c = coco.read_instances(path)
-            left = None if args.max_masks is None else args.max_masks - total
-            if left is not None and left <= 0:
-                break
-            batch = coco.load_masks(c, args.size, max_masks=left, skipped=skipped)
-            masks.append(batch.masks)
-            total += len(batch.masks)
-        import numpy as np
-
-        masks = np.concatenate(masks) if masks else np.zeros((0, args.size, args.size), bool)
+        masks = coco.load_masks(list(files), args.size, max_masks=args.max_masks, skipped=skipped).masks
         if len(masks) == 0:
             raise _CLIError(f"no usable instance masks in {', '.join(map(str, files))}")
         codec.fit(masks)
@@ -168,7 +153,7 @@ def _cmd_info(args: argparse.Namespace, argv: Sequence[str]) -> int:
     print(f"{args.path}: {type(codec).__name__} (registered as {codec.codec_name!r})")
     for k, v in sorted(codec.get_params().items()):
         print(f"  {k} = {v!r}")
-    for k, v in sorted(codec._fitted_attributes().items()):
+    for k, v in sorted(codec.get_state()["fitted"].items()):
         desc = f"array {v.shape} {v.dtype}" if isinstance(v, np.ndarray) else repr(v)
         print(f"  {k}: {desc}")
     print(f"  {codec.mask_size}x{codec.mask_size} mask -> {codec.n_components} numbers "

@@ -27,7 +27,6 @@ For streams larger than memory, encode chunk by chunk (nothing is kept between c
 
 from __future__ import annotations
 
-import functools
 import sys
 
 import numpy as np
@@ -35,42 +34,11 @@ import numpy as np
 from . import backend
 from .backend import Array
 from .base import MaskCodec
+from .dct_basis import dct_matrix, zigzag_indices
 from .registry import register_codec
 
 _LITTLE_ENDIAN = sys.byteorder == "little"
 _FLOAT_CHUNK = 256  #: float masks scanned, then encoded, per chunk (4 MiB of bytes at N = 128)
-
-
-@functools.lru_cache(maxsize=32)
-def dct_matrix(n: int) -> np.ndarray:
-    """Orthonormal DCT-II basis ``A`` of shape ``(n, n)``, float64; rows are frequencies."""
-    h = np.arange(n)[:, None]
-    x = np.arange(n)[None, :]
-    scale = np.where(h == 0, np.sqrt(1.0 / n), np.sqrt(2.0 / n))
-    basis = scale * np.cos((x + 0.5) * np.pi * h / n)
-    basis.setflags(write=False)
-    return basis
-
-
-@functools.lru_cache(maxsize=32)
-def zigzag_indices(n: int, k: int) -> np.ndarray:
-    """The first ``k`` (row, col) positions of an ``n x n`` grid in JPEG zigzag order, ``(k, 2)`` int64.
-
-    Anti-diagonal d = row + col is walked with the row decreasing for even d and
-    increasing for odd d, which starts (0, 0), (0, 1), (1, 0), (2, 0), (1, 1), (0, 2).
-    """
-    if not 0 <= k <= n * n:
-        raise ValueError(f"k must lie in [0, {n * n}] for an {n}x{n} grid, got {k}")
-    order = []
-    for d in range(2 * n - 1):
-        rows = range(max(0, d - n + 1), min(d, n - 1) + 1)
-        rows = rows if d % 2 else reversed(rows)
-        order.extend((r, d - r) for r in rows)
-        if len(order) >= k:
-            break
-    out = np.array(order[:k], dtype=np.int64).reshape(k, 2)
-    out.setflags(write=False)
-    return out
 
 
 @register_codec("dct")

@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .dct import dct_matrix, zigzag_indices
+from .dct_basis import dct_matrix, zigzag_indices
 from .parallel import parallel_allowed
 
 _BLOCK = 8  # coefficients per register block; the column basis is zero-padded to a multiple

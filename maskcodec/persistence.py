@@ -1,120 +1,30 @@
-"""Saving and loading codecs: a versioned ``.npz`` file, written atomically.
+"""Saving and loading codecs: ``save(codec, path)`` and ``load(path)``.
 
-Layout: one ``__header__`` entry (UTF-8 JSON as uint8) with the file format name and
-version, the codec's registry name, its hyper-parameters and its fitted scalars, plus one
-numpy array per fitted array attribute. Nothing is pickled, so loading a file cannot run
-code.
+Both go through the codec's public state (``MaskCodec.get_state`` / ``maskcodec.from_state``)
+and the versioned ``.npz`` format of ``maskcodec.codec_file``, written atomically.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import zipfile
-from pathlib import Path
 
-import numpy as np
-
-from .atomic import atomic_open
 from .base import MaskCodec
-from .registry import codec_class
+from .codec_file import FORMAT_NAME, FORMAT_VERSION, read_state, write_state
+from .state import from_state
 
-FORMAT_NAME = "maskcodec-codec"
-FORMAT_VERSION = 1
-_HEADER_KEY = "__header__"
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "load", "save"]
 
 
-def save_codec(codec: MaskCodec, path: str | os.PathLike) -> None:
-    """Write ``codec`` to ``path`` (conventionally ``*.npz``) through a temp file and rename."""
-    if not codec.codec_name:
-        raise ValueError(f"{type(codec).__name__} is not registered, so it cannot be saved; use register_codec")
-    codec._check_params()
-    if codec.requires_fit and not codec._fitted_attributes():
-        raise ValueError(f"cannot save an unfitted {type(codec).__name__}: maskcodec.load would refuse the file; "
-                         "call fit(masks) first")
-    from . import __version__
-
-    arrays: dict[str, np.ndarray] = {}
-    scalars: dict[str, object] = {}
-    for name, value in codec._fitted_attributes().items():
-        if isinstance(value, np.ndarray):
-            arrays[name] = value
-        elif isinstance(value, (bool, int, float, str, np.integer, np.floating)) or value is None:
-            scalars[name] = value.item() if isinstance(value, np.generic) else value
-        else:
-            raise TypeError(f"cannot save fitted attribute {name} of type {type(value).__name__}")
-    header = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "maskcodec_version": __version__,
-        "codec": codec.codec_name,
-        "params": codec.get_params(),
-        "fitted_scalars": scalars,
-        "fitted_arrays": sorted(arrays),
-    }
-    blob = np.frombuffer(json.dumps(header).encode("utf-8"), dtype=np.uint8)
-    with atomic_open(path, "wb") as f:
-        np.savez(f, **{_HEADER_KEY: blob}, **arrays)
+def save(codec: MaskCodec, path: str | os.PathLike) -> None:
+    """Write ``codec`` (parameters and fitted state) to ``path`` (conventionally ``*.npz``) atomically."""
+    write_state(codec.get_state(), path)
 
 
 def load(path: str | os.PathLike) -> MaskCodec:
-    """Load a codec written by ``MaskCodec.save``.
+    """Load a codec written by ``maskcodec.save`` (or ``codec.save``).
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is
-    not a maskcodec codec, is corrupt, or was written by an incompatible version.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for a file that is not a
+    maskcodec codec, is corrupt, was written by an incompatible version, or holds parameters or
+    fitted state the codec rejects.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no codec file at {path}")
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PK\x03\x04":
-                raise ValueError(f"{path} is not a readable maskcodec codec file: not an .npz archive (a .npy "
-                                 "array or another file?); save codecs with codec.save or maskcodec fit")
-        with np.load(path, allow_pickle=False) as data:
-            if _HEADER_KEY not in data.files:
-                raise ValueError(f"{path} is a .npz file but not a saved maskcodec codec (no header)")
-            header = json.loads(data[_HEADER_KEY].tobytes().decode("utf-8"))
-            arrays = {name: data[name] for name in data.files if name != _HEADER_KEY}
-    except (zipfile.BadZipFile, OSError, EOFError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path} is not a readable maskcodec codec file (corrupt or truncated): {err}") from None
-    except ValueError as err:
-        if "not a saved maskcodec codec" in str(err) or "not an .npz archive" in str(err):
-            raise
-        raise ValueError(f"{path} is not a readable maskcodec codec file: {err}") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path} is not a maskcodec codec file: its header is a {type(header).__name__}, not an object")
-    if header.get("format") != FORMAT_NAME:
-        raise ValueError(f"{path} is not a maskcodec codec file (format {header.get('format')!r})")
-    version = header.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has codec file format version {version}, this maskcodec reads version {FORMAT_VERSION}; "
-            "re-save the codec with a matching maskcodec version"
-        )
-    missing = set(header.get("fitted_arrays", [])) - set(arrays)
-    if missing:
-        raise ValueError(f"{path} is incomplete: fitted arrays {sorted(missing)} are missing")
-    cls = codec_class(str(header.get("codec")))
-    params, scalars = header.get("params"), header.get("fitted_scalars", {})
-    if not isinstance(params, dict) or not isinstance(scalars, dict):
-        raise ValueError(f"{path}: the header's 'params' and 'fitted_scalars' must be objects")
-    known = set(cls().get_params())
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown {cls.__name__} parameter(s) {unknown}; this maskcodec knows "
-                         f"{sorted(known)} (written by a different maskcodec version?)")
-    codec = cls(**params)
-    codec._check_params()
-    for name in list(scalars) + list(arrays):
-        if not (isinstance(name, str) and name.isidentifier() and name.endswith("_") and not name.startswith("_")):
-            raise ValueError(f"{path}: {name!r} is not a fitted attribute name (they end with '_')")
-    for name, value in scalars.items():
-        setattr(codec, name, value)
-    for name, value in arrays.items():
-        setattr(codec, name, value)
-    try:
-        codec._check_fitted()
-    except ValueError as err:  # sklearn's NotFittedError
-        raise ValueError(f"{path} holds no fitted state for {cls.__name__}: {err}") from None
-    return codec
+    return from_state(read_state(path), source=str(path))

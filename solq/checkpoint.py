@@ -143,18 +143,21 @@ def load_model_weights(model: torch.nn.Module, state: dict, source: str = "weigh
 
 # ---------------------------------------------------------------------------- codec
 def codec_state(codec) -> dict:
-    """Name, hyper-parameters and fitted arrays (as tensors) of a maskcodec codec."""
-    fitted = {}
-    for name, value in codec._fitted_attributes().items():
-        fitted[name] = torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
-    return {"name": codec.codec_name, "params": codec.get_params(), "fitted": fitted}
+    """Name, hyper-parameters and fitted arrays (as tensors) of a maskcodec codec (``codec.get_state()``)."""
+    state = codec.get_state()
+    fitted = {
+        name: torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
+        for name, value in state["fitted"].items()
+    }
+    return {**state, "fitted": fitted}
 
 
 def codec_from_state(state: dict):
-    """Rebuild a codec saved by ``codec_state``."""
-    from maskcodec import get_codec
+    """Rebuild a codec saved by ``codec_state``, checked as ``maskcodec.load`` checks a file."""
+    from maskcodec import from_state
 
-    codec = get_codec(state["name"], **state["params"])
-    for name, value in state.get("fitted", {}).items():
-        setattr(codec, name, value.numpy() if isinstance(value, torch.Tensor) else value)
-    return codec
+    fitted = {
+        name: value.numpy() if isinstance(value, torch.Tensor) else value
+        for name, value in state.get("fitted", {}).items()
+    }
+    return from_state({**state, "fitted": fitted}, source="the checkpoint's codec")

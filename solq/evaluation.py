@@ -18,7 +18,6 @@ import contextlib
 import copy
 import io
 import json
-import math
 import os
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
@@ -27,32 +26,20 @@ import numpy as np
 import pycocotools.mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from scipy import ndimage
+
 from maskcodec.atomic import atomic_write
-from maskcodec.coco_validate import valid_ground_truth
+from maskcodec.coco.validate import valid_ground_truth
+from maskcodec.metrics import mask_boundary
 
 IOU_TYPES = ("bbox", "segm", "boundary")
 STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 
 
-def mask_to_boundary(mask: np.ndarray, dilation_ratio: float = 0.02) -> np.ndarray:
-    """Inner boundary band of a binary mask ``(H, W)``: pixels within ``d`` of the contour.
-
-    ``d = max(1, round(dilation_ratio · sqrt(H² + W²)))``. Equals ``mask`` minus its erosion by a
-    ``(2d+1)²`` square, with zero padding so that the image border counts as contour.
-    Returns uint8 ``(H, W)``.
-    """
-    mask = np.asarray(mask, dtype=np.uint8)
-    h, w = mask.shape
-    d = max(1, int(round(dilation_ratio * math.sqrt(h * h + w * w))))
-    eroded = ndimage.minimum_filter(mask, size=2 * d + 1, mode="constant", cval=0)
-    return mask - eroded
-
-
 def boundary_rle(rle: dict, dilation_ratio: float = 0.02) -> dict:
-    """Boundary band (``mask_to_boundary``) of an RLE mask, as a Fortran-ordered RLE."""
+    """Boundary band (``maskcodec.metrics.mask_boundary``) of an RLE mask, as a Fortran-ordered RLE."""
     mask = mask_utils.decode(rle)
-    return mask_utils.encode(np.asfortranarray(mask_to_boundary(mask, dilation_ratio)))
+    band = mask_boundary(mask[None], dilation_ratio=dilation_ratio)[0]
+    return mask_utils.encode(np.asfortranarray(band.view(np.uint8)))
 
 
 class BoundaryCOCOeval(COCOeval):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from maskcodec import bench, coco, geometry, metrics
+from maskcodec.bench import windows
 
 pycoco_mask = pytest.importorskip("pycocotools.mask")
 
@@ -88,8 +89,8 @@ def test_window_metrics_match_full_image_and_pycocotools():
     for i in range(len(batch.ann_ids)):
         ann = c.anns[int(batch.ann_ids[i])]
         full_gt = np.asarray(coco.annotation_mask(c, ann), dtype=bool)
-        win = bench._gt_window(full_gt, batch.boxes[i])
-        pred_win = bench._paste_window(soft[i], batch.boxes[i], win)
+        win = windows.gt_window(full_gt, batch.boxes[i])
+        pred_win = windows.paste_window(soft[i], batch.boxes[i], win)
         h, w = full_gt.shape
         full_pred = geometry.paste(soft[i : i + 1], batch.boxes[i : i + 1], (h, w))[0]
         # the window holds every predicted pixel
@@ -103,7 +104,7 @@ def test_window_metrics_match_full_image_and_pycocotools():
         rle_g = pycoco_mask.encode(np.asfortranarray(full_gt.astype(np.uint8)))
         ref = float(pycoco_mask.iou([rle_p], [rle_g], [0])[0, 0])
         assert ours == pytest.approx(ref, abs=1e-9)
-        b_ours = bench._window_boundary_iou(pred_win, win)
+        b_ours = windows.window_boundary_iou(pred_win, win)
         b_ref = float(metrics.boundary_iou(full_pred[None], full_gt[None], dilation_ratio=0.02)[0])
         assert b_ours == pytest.approx(b_ref, abs=1e-9)
         checked += 1

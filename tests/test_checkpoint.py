@@ -100,6 +100,16 @@ def test_codec_state_roundtrip(tmp_path):
     np.testing.assert_allclose(again.encode(masks), codec.encode(masks))
 
 
+def test_codec_from_state_checks_like_load():
+    import maskcodec
+
+    state = codec_state(maskcodec.get_codec("dct", mask_size=16, n_components=10))
+    with pytest.raises(ValueError, match="checkpoint's codec: unknown DCTCodec parameter"):
+        codec_from_state({**state, "params": {**state["params"], "bogus": 1}})
+    with pytest.raises(ValueError, match="n_components=300 exceeds"):
+        codec_from_state({**state, "params": {**state["params"], "n_components": 300}})
+
+
 def _flat(sampler):
     return [i for batch in sampler for i, _ in batch]
 

@@ -319,3 +319,16 @@ def test_adaptive_fast_path_equals_roi_align_on_real_masks(val_dataset, size):
     np.testing.assert_array_equal(one.masks, reference_masks(coco, coco.loadAnns(one.ann_ids.tolist()), size, 1))
     with pytest.raises(ValueError, match="sampling_ratio"):
         load_masks(coco, size, sampling_ratio=3)
+
+
+def test_load_masks_from_several_files_reads_each_image_once():
+    files = sample_annotation_files()
+    train, val = load_masks(files["train"], 32), load_masks(files["val"], 32)
+    both = load_masks([files["train"], files["val"]], 32)
+    assert len(both) == len(train) + len(val)
+    np.testing.assert_array_equal(both.masks, np.concatenate([train.masks, val.masks]))
+    assert len(set(both.ann_ids.tolist())) == len(both)  # ids unique across the files
+    skipped = SkipReport()
+    twice = load_masks([files["train"], files["train"]], 32, skipped=skipped)
+    np.testing.assert_array_equal(twice.masks, train.masks)
+    assert skipped.counts["image already read from an earlier file"] == len(read_instances(files["train"]).dataset["annotations"])

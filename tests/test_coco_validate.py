@@ -5,7 +5,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from maskcodec.coco import SkipReport, read_instances
-from maskcodec.coco_validate import (
+from maskcodec.coco.validate import (
     BAD_COORDINATES,
     BAD_RLE_COUNTS,
     BAD_RLE_SIZE,

@@ -118,6 +118,29 @@ def test_unfitted_codec_raises_not_fitted_with_a_hint(name):
 
 
 # ------------------------------------------------------------------ persistence
+def test_state_round_trip_and_validation(name):
+    model = fitted(name)
+    state = model.get_state()
+    again = maskcodec.from_state(state)
+    assert type(again) is type(model) and again.get_params() == model.get_params()
+    np.testing.assert_array_equal(again.encode(TEST), model.encode(TEST))
+    with pytest.raises(ValueError, match=r"unknown .* parameter\(s\) \['bogus'\]"):
+        maskcodec.from_state({**state, "params": {**state["params"], "bogus": 1}})
+    with pytest.raises(ValueError, match="not a fitted attribute name"):
+        maskcodec.from_state({**state, "fitted": {**state["fitted"], "_private": 1}})
+    if model.requires_fit:
+        with pytest.raises(ValueError, match="holds no fitted state"):
+            maskcodec.from_state({**state, "fitted": {}})
+
+
+def test_module_save_is_method_save(tmp_path):
+    model = fitted("pca")
+    maskcodec.save(model, tmp_path / "a.npz")
+    model.save(tmp_path / "b.npz")
+    a, b = maskcodec.load(tmp_path / "a.npz"), maskcodec.load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.encode(TEST), b.encode(TEST))
+
+
 def test_save_load_round_trip(name, tmp_path):
     model = fitted(name)
     path = tmp_path / "codec.npz"

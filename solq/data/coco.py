@@ -20,7 +20,7 @@ Conventions (as in COCO practice and DETR):
 Bad input: a missing image file raises ``FileNotFoundError`` (at construction, naming the path and
 ``image_dir``); an unreadable image or one whose size differs from the json raises ``ValueError`` on
 access; a corrupt json, duplicate ids, and annotations pointing to an unknown image / category,
-with a malformed bbox, or with a segmentation that ``maskcodec.coco_validate`` rejects (it would
+with a malformed bbox, or with a segmentation that ``maskcodec.coco.validate`` rejects (it would
 crash or hang pycocotools) raise ``ValueError`` with counts at construction. With ``strict=False``
 (config ``data.skip_bad_images``) every image is checked first (header, PNG checksums, a draft
 decode of JPEGs, size), and the missing or unreadable images and the bad annotations are skipped
@@ -29,8 +29,6 @@ instead, with a warning, and counted in ``skipped``.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -42,10 +40,12 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from maskcodec.coco_validate import NO_SEGMENTATION, box_problem, segmentation_problem, valid_ground_truth
 from pycocotools import mask as mask_utils
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
+
+from maskcodec.coco import index_instances
+from maskcodec.coco.validate import NO_SEGMENTATION, box_problem, segmentation_problem, valid_ground_truth
 
 from .targets import build_target
 from .transforms import finalize
@@ -114,7 +114,7 @@ def decode_segmentation(segmentation: Any, height: int, width: int) -> np.ndarra
     """A COCO segmentation (polygons, uncompressed or compressed RLE) -> bool mask ``(H, W)``.
 
     Returns None when there is nothing usable (missing, empty or all polygons degenerate).
-    ``ValueError`` naming the problem for anything ``maskcodec.coco_validate`` rejects (an RLE
+    ``ValueError`` naming the problem for anything ``maskcodec.coco.validate`` rejects (an RLE
     whose ``size`` is not ``[height, width]`` or whose counts do not sum to H·W, non-finite or
     absurdly large polygon coordinates), which would crash or hang pycocotools.
     """
@@ -158,7 +158,7 @@ def _has_segmentation(segmentation: Any) -> bool:
 
 
 def _segmentation_problem(ann: dict, image: dict) -> str | None:
-    """What ``maskcodec.coco_validate`` rejects in ``ann``'s segmentation (None for none, or no polygons)."""
+    """What ``maskcodec.coco.validate`` rejects in ``ann``'s segmentation (None for none, or no polygons)."""
     h, w = image.get("height"), image.get("width")
     if not isinstance(h, int) or not isinstance(w, int):
         return None  # checked against the decoded image's size on access
@@ -362,9 +362,6 @@ class CocoInstances(torch.utils.data.Dataset):
     def coco(self):
         """A pycocotools ``COCO`` of the validated images/annotations (for ``COCOeval``), built lazily."""
         if self._coco is None:
-            from pycocotools.coco import COCO
-
-            coco = COCO()
             flat = [a for al in self._annotations for a in al]
             next_id = max((a["id"] for a in flat if isinstance(a.get("id"), int)), default=0) + 1
             anns = []
@@ -373,9 +370,8 @@ class CocoInstances(torch.utils.data.Dataset):
                 if "id" not in a:
                     a["id"], next_id = next_id, next_id + 1
                 anns.append(a)
-            coco.dataset = {"images": list(self._images), "annotations": anns, "categories": list(self._categories)}
-            with contextlib.redirect_stdout(io.StringIO()):
-                coco.createIndex()
+            coco = index_instances({"images": list(self._images), "annotations": anns,
+                                    "categories": list(self._categories)})
             # an annotation without polygons is trained on as its box: evaluate it as its box too
             self._coco = valid_ground_truth(coco, box_if_empty=True)
         return self._coco

@@ -23,7 +23,7 @@ from numba import njit
 if TYPE_CHECKING:  # pragma: no cover
     from pycocotools.coco import COCO
 
-    from .coco import SkipReport
+    from .skips import SkipReport
 
 __all__ = [
     "AnnotationProblem",
