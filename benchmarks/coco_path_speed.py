@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     lines = [
         "## COCO annotation path speed",
         "",
-        f"Command: `.venv/bin/python benchmarks/coco_path_speed.py"
+        "Command: `.venv/bin/python benchmarks/coco_path_speed.py"
         + (f" --annotations {' '.join(args.annotations)}" if args.annotations else "")
         + "`",
         "",

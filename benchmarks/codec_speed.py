@@ -35,7 +35,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 import tracemalloc
@@ -339,7 +338,6 @@ def run(args, n: int, k: int, argv) -> None:
     ]
     try:
         import numba
-
         from threadpoolctl import threadpool_info
 
         blas = ", ".join(f"{i['internal_api']} {i['version']} ({i['num_threads']} threads)" for i in threadpool_info())

@@ -14,7 +14,6 @@ Sections (each timed, each failure recorded and the next section run):
 
 from __future__ import annotations
 
-import os
 import platform
 import subprocess
 import sys

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 import yaml
+
 from maskcodec.atomic import atomic_write
 
 from .paths import PATH_KEYS, resolve_path, resolve_paths  # noqa: F401  (resolve_path: public here too)

@@ -22,6 +22,7 @@ is *per process*.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,7 +51,6 @@ from .inference import list_images, predict
 from .metrics_log import CURVES_NAME, METRICS_NAME, MetricsLog, plot_curves, read_metrics
 from .rng import seed_everything, set_rng_state
 from .trained import describe_ids, load_trained
-
 
 __all__ = [  # the loops and drivers, and the names solq.engine has always offered (now defined below it)
     "TrainingError", "train_one_epoch", "predict_coco", "evaluate", "train", "run_evaluation",

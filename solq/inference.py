@@ -14,7 +14,6 @@ from .config import Config
 from .distributed import set_threads
 from .predictor import Predictor
 
-
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 

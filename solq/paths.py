@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-
 #: Config keys that hold file-system paths; ``resolve_paths`` makes them absolute.
 PATH_KEYS = (
     "output_dir",

@@ -6,6 +6,7 @@ import os
 from typing import Optional, Sequence
 
 import numpy as np
+
 from maskcodec.atomic import atomic_open
 
 

@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pycocotools.mask as mask_utils
 import pytest
 import torch

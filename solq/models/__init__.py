@@ -1,6 +1,7 @@
 """SOLQ model package: backbone, deformable transformer, UQR heads, matcher, criterion, post-processing."""
 
 from .backbone import Backbone
+from .convert import convert_official_state_dict, load_official_checkpoint
 from .criterion import SetCriterion, default_weight_dict
 from .deform_attn import MSDeformAttn, ms_deform_attn_core
 from .matcher import HungarianMatcher
@@ -8,7 +9,6 @@ from .position_encoding import PositionEmbeddingSine
 from .postprocess import PostProcess, results_to_coco
 from .solq import MLP, SOLQ, build_model
 from .transformer import DeformableTransformer, inverse_sigmoid
-from .convert import convert_official_state_dict, load_official_checkpoint
 
 __all__ = [
     "Backbone",

@@ -22,7 +22,6 @@ from .deform_attn import attn_backends_used, set_attn_backend
 from .position_encoding import PositionEmbeddingSine
 from .transformer import DeformableTransformer, inverse_sigmoid
 
-
 #: Initialisations of the mask-vector head's last bias (see ``SOLQ``).
 VECTOR_BIAS_INITS = ("official", "zero")
 
