@@ -3,7 +3,7 @@
 ``paste_rle(masks, boxes, (H, W))`` gives the same RLEs as
 ``pycocotools.mask.encode(paste(masks, boxes, (H, W)))`` without ever building the
 ``(B, H, W)`` image masks: every mask is resampled only at the pixels whose centre lies in its
-box (the same float64 arithmetic as ``maskcodec.geometry.paste``, so each pixel's value is
+box (the same float64 arithmetic as ``maskcodec.paste.paste``, so each pixel's value is
 bit-identical) and the column-major runs of the image are written straight from that tile
 (zeros outside the box are counted, not stored). The cost follows the boxes' pixels.
 
@@ -25,7 +25,8 @@ from numba import njit
 
 from . import backend
 from .backend import Array
-from .geometry import _check_boxes, _check_image_size, _check_threshold, _paste_axis
+from .box_checks import _check_boxes, _check_image_size, _check_threshold
+from .paste import _paste_axis
 
 __all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
 
@@ -53,7 +54,7 @@ def _paste_runs(masks, boxes, height, width, threshold):
 
     Pixel ``(ya + k, xa + m)`` takes ``(1 - lu[m]) * rows[u0[m], k] + lu[m] * rows[u1[m], k]`` with
     ``rows[c, k] = (1 - lv[k]) * mask[v0[k], c] + lv[k] * mask[v1[k], c]`` in float64: the
-    expressions of ``geometry._paste_one``, evaluated in the same order, so every value is
+    expressions of ``paste._paste_one``, evaluated in the same order, so every value is
     bit-identical. ``rows`` holds only the mask columns the box reads (two per image column at
     most), each as a contiguous line over the box's image rows.
     """
@@ -218,7 +219,7 @@ def paste_rle(masks: Array, boxes: Array, image_size: tuple[int, int], *, thresh
     masks = backend.as_array(masks)
     if backend.backend_of(masks) == "torch":
         if masks.device.type != "cpu":  # paste on the device (as paste's "auto" does), copy only the runs
-            from .geometry import paste
+            from .paste import paste
 
             return rle_from_masks(paste(masks, boxes, (height, width), threshold=threshold))
         masks = masks.detach().float().numpy()

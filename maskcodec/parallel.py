@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 
+#: Below this many output samples (crop_resize; a quarter of it for paste) a batch runs on one thread.
+PARALLEL_MIN_WORK = 1 << 16
+
 _parallel_pid: int | None = None
 
 
