@@ -24,6 +24,8 @@ from numba import njit, prange
 
 from maskcodec.parallel import parallel_allowed
 
+from .msda_autograd import fused_core_function
+
 #: Below this many (query, head, level, point) samples the kernels run on one thread.
 _PARALLEL_MIN_SAMPLES = 1 << 14
 #: Reassociation lets the channel loops vectorise; no "nnan"/"ninf", so the NaN / out-of-map test stays.
@@ -187,18 +189,4 @@ def msda_backward(value: torch.Tensor, spatial_shapes, loc: torch.Tensor, attn: 
     return grad_value, grad_loc, grad_attn
 
 
-class MSDeformAttnNumba(torch.autograd.Function):
-    """``ms_deform_attn_core`` as a fused numba kernel; inputs checked by the dispatcher."""
-
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, loc, attn):  # noqa: D102
-        ctx.spatial_shapes = spatial_shapes
-        ctx.save_for_backward(value, loc, attn)
-        return msda_forward(value.detach(), spatial_shapes, loc.detach(), attn.detach())
-
-    @staticmethod
-    def backward(ctx, grad_out):  # noqa: D102
-        value, loc, attn = ctx.saved_tensors
-        grads = msda_backward(value.detach(), ctx.spatial_shapes, loc.detach(), attn.detach(),
-                              grad_out.detach().contiguous())
-        return grads[0], None, grads[1], grads[2]
+MSDeformAttnNumba = fused_core_function("numba", msda_forward, msda_backward)

@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .msda_autograd import fused_core_function
+
 #: Queries per program.
 BLOCK_Q = 32
 
@@ -167,18 +169,4 @@ def msda_backward(value: torch.Tensor, spatial_shapes, loc: torch.Tensor, attn: 
     return grad_value, grad_loc, grad_attn
 
 
-class MSDeformAttnTriton(torch.autograd.Function):
-    """``ms_deform_attn_core`` as fused Triton kernels; inputs checked by the dispatcher."""
-
-    @staticmethod
-    def forward(ctx, value, spatial_shapes, loc, attn):  # noqa: D102
-        ctx.spatial_shapes = spatial_shapes
-        ctx.save_for_backward(value, loc, attn)
-        return msda_forward(value.detach(), spatial_shapes, loc.detach(), attn.detach())
-
-    @staticmethod
-    def backward(ctx, grad_out):  # noqa: D102
-        value, loc, attn = ctx.saved_tensors
-        grads = msda_backward(value.detach(), ctx.spatial_shapes, loc.detach(), attn.detach(),
-                              grad_out.detach().contiguous())
-        return grads[0], None, grads[1], grads[2]
+MSDeformAttnTriton = fused_core_function("triton", msda_forward, msda_backward)
