@@ -23,6 +23,15 @@ def _check_boxes(boxes: np.ndarray, batch: int, name: str = "boxes") -> None:
         raise ValueError(f"{name} contain NaN or infinite coordinates")
 
 
+def _check_masks(masks) -> None:
+    """``masks`` must be a (B, N, N) bool, integer or float array (any backend)."""
+    if masks.ndim != 3:
+        hint = "; for a single mask use masks[None]" if masks.ndim == 2 else ""
+        raise ValueError(f"masks must have shape (B, N, N), got {tuple(masks.shape)}{hint}")
+    if not backend.is_numeric(masks):
+        raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
+
+
 def _check_size(size, name: str = "size") -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"{name} must be a positive integer, got {size!r}")

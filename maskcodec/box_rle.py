@@ -25,7 +25,7 @@ from numba import njit
 
 from . import backend
 from .backend import Array
-from .box_checks import _check_boxes, _check_image_size, _check_threshold
+from .box_checks import _check_boxes, _check_image_size, _check_masks, _check_threshold
 from .paste import _paste_axis
 
 __all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
@@ -225,11 +225,7 @@ def paste_rle(masks: Array, boxes: Array, image_size: tuple[int, int], *, thresh
         masks = masks.detach().float().numpy()
     boxes = backend.to_numpy(backend.as_array(boxes))
     masks = np.asarray(masks)
-    if masks.ndim != 3:
-        hint = "; for a single mask use masks[None]" if masks.ndim == 2 else ""
-        raise ValueError(f"masks must have shape (B, N, N), got {tuple(masks.shape)}{hint}")
-    if not backend.is_numeric(masks):
-        raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
+    _check_masks(masks)
     _check_boxes(boxes, masks.shape[0])
     if masks.shape[0] == 0:
         return []

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from . import backend
 from .backend import Array
-from .box_checks import _check_boxes, _check_image_size, _check_threshold
+from .box_checks import _check_boxes, _check_image_size, _check_masks, _check_threshold
 from .parallel import PARALLEL_MIN_WORK, parallel_allowed
 
 __all__ = ["paste"]
@@ -192,11 +192,7 @@ def paste(masks: Array, boxes: Array, image_size: tuple[int, int], *,
     masks = backend.as_array(masks)
     boxes = backend.as_array(boxes)
     kind = backend.backend_of(masks)
-    if masks.ndim != 3:
-        hint = "; for a single mask use masks[None]" if masks.ndim == 2 else ""
-        raise ValueError(f"masks must have shape (B, N, N), got {tuple(masks.shape)}{hint}")
-    if not backend.is_numeric(masks):
-        raise ValueError(f"masks must be bool, integer or float, got dtype {masks.dtype}")
+    _check_masks(masks)
     if kind == "cupy":
         raise ValueError("paste supports numpy arrays and torch tensors; convert cupy arrays with torch.as_tensor")
     if backend.backend_of(boxes) != kind and kind == "torch":
