@@ -174,8 +174,9 @@ class CocoInstances(torch.utils.data.Dataset):
         """
         if self._coco is None:
             anns = [a if "area" in a else dict(a, area=float(a["bbox"][2] * a["bbox"][3]))
-                    for a in self._index.dataset["annotations"]]
-            coco = index_instances({**self._index.dataset, "annotations": anns})
+                    for image_anns in self._annotations for a in image_anns]
+            coco = index_instances({"images": list(self._images), "annotations": anns,
+                                    "categories": sorted(self._index.cats.values(), key=lambda c: c["id"])})
             self._coco = valid_ground_truth(coco, box_if_empty=True)
         return self._coco
 
