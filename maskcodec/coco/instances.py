@@ -196,6 +196,8 @@ def check_instances(dataset: dict, where: str, *, skip_images: Collection[int] =
             raise ValueError(f"{where}: annotations must be objects, got {ann!r:.200}")
         ann_id = ann.get("id")
         if ann_id is not None:
+            if not isinstance(ann_id, Hashable):
+                raise ValueError(f"{where}: annotation ids must be numbers, got {ann_id!r:.60}")
             if ann_id in seen_ids:
                 raise ValueError(f"{where}: duplicate annotation id {ann_id}")
             seen_ids.add(ann_id)
@@ -210,7 +212,7 @@ def check_instances(dataset: dict, where: str, *, skip_images: Collection[int] =
             kept.append(ann)
     next_id = max((a["id"] for a in kept if _is_int(a.get("id"))), default=0) + 1
     for k, ann in enumerate(kept):
-        if "id" not in ann:
+        if ann.get("id") is None:
             kept[k], next_id = {**ann, "id": next_id}, next_id + 1
     coco = index_instances({**dataset, "images": list(images.values()), "annotations": kept})
     return CheckedInstances(coco, invalid, n_skipped)
