@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import bench
+from .bench import report, runner
 
 
 class _CLIError(Exception):
@@ -101,7 +102,7 @@ def _cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if out.exists() and not out.is_dir():
         raise _CLIError(f"--out {out} exists and is not a directory")
     t = time.perf_counter()
-    result = bench.run(
+    result = runner.run(
         args.ann,
         fit_ann_files=args.fit_ann,
         codecs=args.codecs,
@@ -114,7 +115,7 @@ def _cmd_bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
         sampling_ratio=args.sampling_ratio,
     )
     result.meta["command"] = _command_line(argv)
-    written = bench.write_outputs(result, out, plots=not args.no_plots)
+    written = report.write_outputs(result, out, plots=not args.no_plots)
     if not args.quiet:
         m = result.meta
         print(f"{m['eval_masks']} masks from {m['eval_images']} images; {m['fit_description']}")

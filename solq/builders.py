@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch.utils.data import DataLoader
@@ -206,11 +206,14 @@ class TrainingParts:
     scaler: torch.amp.GradScaler
     sampler: ResumableBatchSampler
     category_ids: list[int]
+    train_loader: DataLoader
+    val_loader: Optional[DataLoader]
 
 
 def build_training(cfg: Config, codec, info: DistInfo) -> TrainingParts:
     """Datasets (val only when ``train.eval_every`` > 0), model and criterion on ``info.device``, fused AdamW
-    with Deformable DETR's parameter groups, step-decay schedule, AMP scaler and the training batch sampler."""
+    with Deformable DETR's parameter groups, step-decay schedule, AMP scaler, the training batch sampler and
+    both loaders (the validation one in file order, split over the ranks)."""
     device = info.device
     train_ds = build_dataset(cfg, "train", codec=codec, train=True, info=info)
     val_ds = build_dataset(cfg, "val", codec=None, train=False, info=info) if cfg.train.eval_every > 0 else None
@@ -225,4 +228,11 @@ def build_training(cfg: Config, codec, info: DistInfo) -> TrainingParts:
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
     sampler = ResumableBatchSampler(len(train_ds), cfg.data.batch_size, shuffle=True, seed=cfg.train.seed,
                                     rank=info.rank, world_size=info.world_size)
-    return TrainingParts(train_ds, val_ds, model, criterion, optimizer, scheduler, scaler, sampler, category_ids)
+    train_loader = make_loader(train_ds, sampler, cfg, info)
+    val_loader = None
+    if val_ds is not None:
+        val_sampler = ResumableBatchSampler(len(val_ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
+                                            world_size=info.world_size)
+        val_loader = make_loader(val_ds, val_sampler, cfg, info)
+    return TrainingParts(train_ds, val_ds, model, criterion, optimizer, scheduler, scaler, sampler, category_ids,
+                         train_loader, val_loader)

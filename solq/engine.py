@@ -262,17 +262,16 @@ def train(
     if saved is not None:
         state = _restore(saved, ckpt_path, parts, log, info)
     elif info.is_main:
-        save_config(cfg, out / "config.yaml")
         log.truncate_after(-1)  # a fresh run in a used folder starts a fresh log
+        save_config(cfg, out / "config.yaml")
 
     ddp_model = parts.model
     if info.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             parts.model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=False
         )
-    train_loader = make_loader(parts.train_ds, parts.sampler, cfg, info)
     hooks = _hooks(cfg, parts, codec, log, ckpt_path, info, on_step)
-    _run_epochs(ddp_model, parts, train_loader, state, hooks, cfg, info)
+    _run_epochs(ddp_model, parts, state, hooks, cfg, info)
     barrier(info)
     metrics = next((h.metrics for h in hooks if isinstance(h, EvalHook)), None)
     return {"output_dir": str(out), "global_step": state.global_step, "epoch": state.epoch, "metrics": metrics}
@@ -291,12 +290,9 @@ def _hooks(cfg: Config, parts: TrainingParts, codec, log: MetricsLog, ckpt_path:
                         "class_names": list(getattr(parts.train_ds, "class_names", []))},
                        info, every=cfg.train.checkpoint_every_iters),
     ]
-    val_ds = parts.val_ds
-    if val_ds is not None:
-        val_loader = make_loader(val_ds, ResumableBatchSampler(len(val_ds), cfg.data.batch_size, shuffle=False,
-                                                               rank=info.rank, world_size=info.world_size), cfg, info)
+    if parts.val_loader is not None:
         run_eval = functools.partial(_evaluate_saved_epoch, parts.model, PostProcess(codec, num_select=100, output="rle"),
-                                     val_loader, val_ds, info, cfg, ckpt_path=ckpt_path)
+                                     parts.val_loader, parts.val_ds, info, cfg, ckpt_path=ckpt_path)
         hooks.append(EvalHook(run_eval, cfg.train.eval_every, cfg.train.epochs, log, info))
     hooks.append(CurvesHook(log, ckpt_path.parent / CURVES_NAME, info))
     if on_step is not None:
@@ -322,8 +318,8 @@ def _restore(saved: dict, ckpt_path: Path, parts: TrainingParts, log: MetricsLog
     return state
 
 
-def _run_epochs(model: torch.nn.Module, parts: TrainingParts, loader: DataLoader, state: TrainState,
-                hooks: Sequence[HookBase], cfg: Config, info: DistInfo) -> None:
+def _run_epochs(model: torch.nn.Module, parts: TrainingParts, state: TrainState, hooks: Sequence[HookBase],
+                cfg: Config, info: DistInfo) -> None:
     """Epochs ``state.epoch`` .. ``cfg.train.epochs - 1`` (or up to ``train.max_iters`` steps), hooks around them."""
     max_iters = cfg.train.max_iters
     for hook in hooks:
@@ -337,10 +333,10 @@ def _run_epochs(model: torch.nn.Module, parts: TrainingParts, loader: DataLoader
         parts.sampler.set_epoch(epoch, skip=state.iter_in_epoch)
         for hook in hooks:
             hook.before_epoch(state)
-        train_one_epoch(model, parts.criterion, loader, parts.optimizer, state, clip_max_norm=cfg.train.clip_max_norm,
+        train_one_epoch(model, parts.criterion, parts.train_loader, parts.optimizer, state, clip_max_norm=cfg.train.clip_max_norm,
                         scaler=parts.scaler, amp=cfg.train.amp, hooks=hooks, max_iters=max_iters,
                         show_progress=info.is_main)
-        if state.iter_in_epoch < len(loader):  # stopped by max_iters mid-epoch
+        if state.iter_in_epoch < len(parts.train_loader):  # stopped by max_iters mid-epoch
             state.stopped_mid_epoch = True
             break
         parts.scheduler.step()

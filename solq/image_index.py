@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .data.coco import read_instances_json
+from maskcodec.coco import read_instances_json
 
 __all__ = ["ImageIndex"]
 
@@ -28,11 +28,7 @@ class ImageIndex:
         self._by_base: dict[str, Optional[int]] = {}
         if self.ann_file is None:
             return
-        for img in read_instances_json(self.ann_file)["images"]:
-            if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(
-                    img.get("file_name"), str):
-                raise ValueError(f"{self.ann_file}: every image needs an integer 'id' and a 'file_name', "
-                                 f"got {img!r:.200}")
+        for img in read_instances_json(self.ann_file, file_names=True)["images"]:
             name = Path(img["file_name"]).as_posix()
             self._by_name[name] = img["id"]
             base = Path(name).name

@@ -9,12 +9,23 @@ never materialises a full-image mask per annotation. The result is bit-identical
 ``crop_resize(annToMask(ann), bbox, N)`` (checked in ``tests/test_coco.py``), in both sampling
 modes (``sampling_ratio`` 0, the default and the official SOLQ targets, or 1).
 
-Modules: ``instances`` (reading and indexing a file), ``validate`` (the one annotation check in
+Modules: ``instances`` (reading, shape-checking and indexing a file, for streaming or, with each
+annotation checked, for a training set), ``validate`` (the one annotation check in
 front of pycocotools), ``skips`` (skip reasons, ``SkipReport``), ``rasterize`` (numba kernels),
 ``stream`` (``MaskBatch``, ``iter_mask_batches``, ``load_masks``), ``merge`` (several files as one).
 """
 
-from .instances import annotation_mask, index_instances, read_instances, sample_annotation_files
+from .instances import (
+    INVALID_KINDS,
+    CheckedInstances,
+    annotation_mask,
+    check_instances,
+    index_instances,
+    read_instances,
+    read_instances_json,
+    sample_annotation_files,
+    segmentation_mask,
+)
 from .merge import MergedSet, UniqueIds, merge_files
 from .skips import (
     SKIP_BAD_BOX,
@@ -34,7 +45,12 @@ __all__ = [
     "MaskBatch",
     "SkipReport",
     "read_instances",
+    "read_instances_json",
+    "check_instances",
+    "CheckedInstances",
+    "INVALID_KINDS",
     "index_instances",
+    "segmentation_mask",
     "iter_mask_batches",
     "load_masks",
     "merge_files",

@@ -1,7 +1,8 @@
 """Data for solq: COCO-format datasets, synthetic shapes, v2 transforms, target encoding, batching, data order."""
 
-from .coco import CocoInstances, load_rgb, read_instances_json
+from .coco import CocoInstances
 from .collate import Batch, collate
+from .images import load_rgb
 from .sampler import ResumableBatchSampler, SeededDataset
 from .synthetic import write_shapes_dataset
 from .targets import build_target, encode_masks, normalize_boxes
@@ -31,7 +32,6 @@ __all__ = [
     "load_rgb",
     "make_transforms",
     "normalize_boxes",
-    "read_instances_json",
     "via_to_coco",
     "write_coco",
     "write_shapes_dataset",
