@@ -17,8 +17,9 @@ All in one run, alternating the sides of each comparison:
 
 Memory on CPU is the peak resident set (``VmHWM``, restarted with ``/proc/self/clear_refs`` just
 before the measured work) of a fresh subprocess per side, minus its size then (after the model,
-optimizer and inputs are built and the kernels are compiled or loaded); on CUDA it is
-``torch.cuda.max_memory_allocated``.
+optimizer and inputs are built and the kernels are compiled or loaded; see ``peak_memory.py``); on
+CUDA it is ``torch.cuda.max_memory_allocated``. The training step also reports the tensors autograd
+saved for backward, a figure independent of the allocator.
 
     python benchmarks/msda_speed.py --threads 1                   # CPU: numba vs reference, all sections
     python benchmarks/msda_speed.py --threads 1 --sections r50_train --r50-train-size 800x1216
@@ -43,13 +44,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from peak_memory import SavedForBackward, peak_rss_mib, peak_since_start_mib, rss_mib  # noqa: E402
 
 ENCODER_SHAPES = [(100, 152), (50, 76), (25, 38), (13, 19)]
 HEADS, CHANNELS, POINTS = 8, 48, 4
 R50 = dict(num_classes=80, n_vector=256, d_model=384, backbone="resnet50", num_feature_levels=4, num_queries=300,
            enc_layers=6, dec_layers=6, dim_feedforward=1024, attn_backend="reference")
+SECTIONS = ("core", "core_mem", "r50", "train", "r50_train")
 
 
 def set_threads(n: int) -> None:
@@ -57,40 +61,6 @@ def set_threads(n: int) -> None:
     import numba
 
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-SECTIONS = ("core", "core_mem", "r50", "train", "r50_train")
-
-
-def _rss_mib() -> float:
-    """Current resident set; also restarts the peak (VmHWM) from here, so later peaks are this step's."""
-    _PEAK_AT_RESET[0] = max(_PEAK_AT_RESET[0], _status_mib("VmHWM"))
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-    return _status_mib("VmRSS")
-
-
-def _peak_rss_mib() -> float:
-    """Peak resident set of this process (VmHWM: unlike ru_maxrss, not inherited from the forking parent)."""
-    return _status_mib("VmHWM")
-
-
-def _peak_since_start_mib() -> float:
-    return max(_status_mib("VmHWM"), _PEAK_AT_RESET[0])
-
-
-_PEAK_AT_RESET = [0.0]
 
 
 def core_inputs(kind: str, device: str, seed: int = 0) -> tuple:
@@ -162,9 +132,9 @@ def _child_core_memory(backend: str, device: str) -> dict:
         before = torch.cuda.memory_allocated() / 2**20
         run_core(backend, inputs, True, device)
         return {"before_MiB": before, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
-    before = _rss_mib()
+    before = rss_mib()
     run_core(backend, inputs, True, device)
-    return {"before_MiB": before, "peak_MiB": _peak_rss_mib()}
+    return {"before_MiB": before, "peak_MiB": peak_rss_mib()}
 
 
 def _child_r50(backend: str, repeats: int) -> dict:
@@ -174,14 +144,14 @@ def _child_r50(backend: str, repeats: int) -> dict:
     model = SOLQ(**{**R50, "attn_backend": backend}).eval()
     run_core(backend, core_inputs("decoder", "cpu"), False, "cpu")  # load the compiled kernel
     images, mask = torch.randn(1, 3, 800, 1216), torch.zeros(1, 800, 1216, dtype=torch.bool)
-    before, times = _rss_mib(), []
+    before, times = rss_mib(), []
     with torch.no_grad():
         for _ in range(repeats):
             t0 = time.perf_counter()
             model(images, mask)
             times.append(time.perf_counter() - t0)
-    return {"times_s": times, "before_MiB": before, "peak_MiB": _peak_rss_mib(),
-            "process_peak_MiB": _peak_since_start_mib(), "ran": model.attn_backends_used}
+    return {"times_s": times, "before_MiB": before, "peak_MiB": peak_rss_mib(),
+            "process_peak_MiB": peak_since_start_mib(), "ran": model.attn_backends_used}
 
 
 def _child_train(backend: str, steps: int) -> dict:
@@ -197,7 +167,7 @@ def _child_train(backend: str, steps: int) -> dict:
     size = cfg.data.scales[0]
     images, mask = torch.randn(cfg.data.batch_size, 3, size, size, generator=g), None
     targets = synthetic_targets(cfg.data.batch_size, 3, 3, cfg.codec.n_components, g)
-    before, times = _rss_mib(), []
+    before, times = rss_mib(), []
     for i in range(steps + 1):  # first step = warm-up (not timed)
         t0 = time.perf_counter()
         loss = criterion.total_loss(criterion(model(images, mask), targets))
@@ -206,8 +176,8 @@ def _child_train(backend: str, steps: int) -> dict:
         optimizer.step()
         if i:
             times.append(time.perf_counter() - t0)
-    return {"times_s": times, "before_MiB": before, "peak_MiB": _peak_rss_mib(),
-            "process_peak_MiB": _peak_since_start_mib(), "ran": model.attn_backends_used}
+    return {"times_s": times, "before_MiB": before, "peak_MiB": peak_rss_mib(),
+            "process_peak_MiB": peak_since_start_mib(), "ran": model.attn_backends_used}
 
 
 def synthetic_targets(batch: int, objects: int, num_classes: int, n_vector: int, g: torch.Generator) -> list[dict]:
@@ -233,27 +203,6 @@ def parse_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-class SavedForBackward:
-    """Bytes of the distinct storages autograd saves for backward inside ``hooks()`` (those of
-    ``exclude``, e.g. the parameters, left out): a measure of the graph independent of the allocator."""
-
-    def __init__(self, exclude) -> None:
-        self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
-        self.sizes: dict[int, int] = {}  # storage address -> bytes (a saved storage stays alive until backward)
-
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in self.exclude:
-            self.sizes[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-
-    def mib(self) -> float:
-        return sum(self.sizes.values()) / 2**20
-
-
 def _child_r50_train(backend: str, size: tuple[int, int], config: Path, objects: int = 7) -> dict:
     """One training step of ``config`` (random init) on one synthetic (1, 3, h, w) image, as
     ``solq train`` takes it: forward, loss, backward, gradient clipping, fused AdamW.
@@ -277,19 +226,19 @@ def _child_r50_train(backend: str, size: tuple[int, int], config: Path, objects:
     run_core(backend, core_inputs("decoder", "cpu"), True, "cpu")  # compile / load the forward and backward kernels
     torch.manual_seed(1)  # the same dropout masks on both sides
     saved = SavedForBackward(model.parameters())
-    before = _rss_mib()
+    before = rss_mib()
     t0 = time.perf_counter()
     with saved.hooks():
         loss = criterion.total_loss(criterion(model(images, None), targets))
-    forward_s, forward_peak = time.perf_counter() - t0, _peak_rss_mib()
+    forward_s, forward_peak = time.perf_counter() - t0, peak_rss_mib()
     optimizer.zero_grad()
     loss.backward()
     if cfg.train.clip_max_norm > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_max_norm)
     optimizer.step()
     return {"times_s": [time.perf_counter() - t0], "forward_s": forward_s, "loss": float(loss.detach()),
-            "before_MiB": before, "forward_peak_MiB": forward_peak, "peak_MiB": _peak_rss_mib(), "saved_MiB": saved.mib(),
-            "process_peak_MiB": _peak_since_start_mib(), "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
+            "before_MiB": before, "forward_peak_MiB": forward_peak, "peak_MiB": peak_rss_mib(), "saved_MiB": saved.mib(),
+            "process_peak_MiB": peak_since_start_mib(), "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
             "ran": model.attn_backends_used, "config": os.path.relpath(Path(config).resolve(), ROOT)}
 
 
