@@ -54,6 +54,9 @@ HEADS, CHANNELS, POINTS = 8, 48, 4
 R50 = dict(num_classes=80, n_vector=256, d_model=384, backbone="resnet50", num_feature_levels=4, num_queries=300,
            enc_layers=6, dec_layers=6, dim_feedforward=1024, attn_backend="reference")
 SECTIONS = ("core", "core_mem", "r50", "train", "r50_train")
+# "lower peak memory" means below this fraction of the reference's: the resident peak of the same step
+# varies by up to ~8% from run to run (results_msda_speed.md)
+PEAK_NOISE = 0.9
 
 
 def set_threads(n: int) -> None:
@@ -353,7 +356,8 @@ def targets(results: dict, r50_train_size: tuple[int, int]) -> str:
         ref = min((x["peak_MiB"] - x["before_MiB"] for x in results.get(key, {}).get("reference", [])), default=0)
         for b in (b for b in peak if b != "reference"):
             lines.append(f"* {what} peak memory on {b} lower than on the reference: {peak[b]:.0f} vs {ref:.0f} MiB "
-                         f"of peak RSS above the built model, {verdict(peak[b] < ref)}.")
+                         f"of peak RSS above the built model ({peak[b] / ref:.2f}x), "
+                         f"{verdict(peak[b] < PEAK_NOISE * ref)}.")
     return "\n".join(lines) + "\n"
 
 

@@ -40,9 +40,9 @@ def test_report_has_the_table_and_the_target_line(steps):
     assert "| reference (reference) |" in text and "| numba (numba) |" in text
     fused = steps["numba"][0]["peak_MiB"] - steps["numba"][0]["before_MiB"]
     ref = steps["reference"][0]["peak_MiB"] - steps["reference"][0]["before_MiB"]
-    verdict = "met." if fused < ref else "NOT met."
+    verdict = "met." if fused < msda_speed.PEAK_NOISE * ref else "NOT met."
     assert f"* shapes_tiny training step at 64x96 peak memory on numba lower than on the reference: {fused:.0f} vs " \
-           f"{ref:.0f} MiB of peak RSS above the built model, {verdict}" in text
+           f"{ref:.0f} MiB of peak RSS above the built model ({fused / ref:.2f}x), {verdict}" in text
 
 
 def test_options_are_checked(capsys):
