@@ -159,26 +159,29 @@ def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _row_products(i, be, bo, s, d, ge, go):  # pragma: no cover - numba
-    """ge[j, i] = s . be[j] and go[j, i] = d . bo[j] for every basis row j, 4 rows per pass."""
-    iu = np.uint64(i)
-    for j0 in range(0, be.shape[0], 4):
+def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
+    """g[j, i] = x0 . basis[j] and g[j, i + 1] = x1 . basis[j] for every basis row j: two mask
+    rows share each load of the basis (4 basis rows per pass)."""
+    i0 = np.uint64(i)
+    i1 = i0 + np.uint64(1)
+    for j0 in range(0, basis.shape[0], 4):
         r0 = np.uint64(j0)
         r1, r2, r3 = r0 + np.uint64(1), r0 + np.uint64(2), r0 + np.uint64(3)
-        e0 = e1 = e2 = e3 = o0 = o1 = o2 = o3 = np.float32(0.0)
-        for ls in range(s.shape[0]):
+        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
+        for ls in range(x0.shape[0]):
             lu = np.uint64(ls)
-            p, q = s[lu], d[lu]
-            e0 += p * be[r0, lu]
-            e1 += p * be[r1, lu]
-            e2 += p * be[r2, lu]
-            e3 += p * be[r3, lu]
-            o0 += q * bo[r0, lu]
-            o1 += q * bo[r1, lu]
-            o2 += q * bo[r2, lu]
-            o3 += q * bo[r3, lu]
-        ge[r0, iu], ge[r1, iu], ge[r2, iu], ge[r3, iu] = e0, e1, e2, e3
-        go[r0, iu], go[r1, iu], go[r2, iu], go[r3, iu] = o0, o1, o2, o3
+            p, q = x0[lu], x1[lu]
+            c0, c1, c2, c3 = basis[r0, lu], basis[r1, lu], basis[r2, lu], basis[r3, lu]
+            a0 += p * c0
+            a1 += p * c1
+            a2 += p * c2
+            a3 += p * c3
+            b0 += q * c0
+            b1 += q * c1
+            b2 += q * c2
+            b3 += q * c3
+        g[r0, i0], g[r1, i0], g[r2, i0], g[r3, i0] = a0, a1, a2, a3
+        g[r0, i1], g[r1, i1], g[r2, i1], g[r3, i1] = b0, b1, b2, b3
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
@@ -188,7 +191,7 @@ def _column_products(m, rows, g, zk, zh, zj, first, last, out):  # pragma: no co
     for t in range(first, last):
         h, j = np.uint64(zh[t]), np.uint64(zj[t])
         acc = np.float32(0.0)
-        for ls in range(g.shape[1]):
+        for ls in range(rows.shape[1]):
             acc += rows[h, np.uint64(ls)] * g[j, np.uint64(ls)]
         out[m, zk[t]] = acc
 
@@ -198,16 +201,23 @@ def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out)
     """Encode masks ``start:stop`` serially; returns the validity sum (0 when all values are valid)."""
     n = masks.shape[1]
     nl = n // 2
-    s = np.zeros(nl, np.float32)
-    d = np.zeros(nl, np.float32)
-    ge = np.zeros((be.shape[0], n), np.float32)
-    go = np.zeros((bo.shape[0], n), np.float32)
+    s0, d0 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)  # butterflies of rows i and i + 1
+    s1, d1 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)
+    ge = np.zeros((be.shape[0], n + 1), np.float32)  # column n: scratch for the last row of odd N
+    go = np.zeros((bo.shape[0], n + 1), np.float32)
     bad = np.float32(0.0)
     for m in range(start, stop):
-        for i in range(n):
-            bad += _row_butterfly(masks, m, i, s, d)
-            _row_products(i, be, bo, s, d, ge, go)
-            if n % 2:  # the middle column of odd N meets only the even column frequencies
+        for i in range(0, n, 2):
+            bad += _row_butterfly(masks, m, i, s0, d0)
+            if i + 1 < n:
+                bad += _row_butterfly(masks, m, i + 1, s1, d1)
+                _pair_products(i, be, s0, s1, ge)
+                _pair_products(i, bo, d0, d1, go)
+            else:  # the last row of odd N goes alone (its twin lands in the scratch column)
+                _pair_products(i, be, s0, s0, ge)
+                _pair_products(i, bo, d0, d0, go)
+        if n % 2:  # the middle column of odd N meets only the even column frequencies
+            for i in range(n):
                 a = np.float32(masks[m, i, nl])
                 bad += np.float32(a < 0.0) + np.float32(a > 1.0) + a * np.float32(0.0)
                 for j in range(be.shape[0]):
