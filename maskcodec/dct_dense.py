@@ -31,6 +31,7 @@ from .dct_basis import dct_matrix, zigzag_indices
 from .parallel import parallel_allowed
 
 #: fastmath without "nnan"/"ninf": the encode kernel must still see NaN and infinity to report them.
+#: The per-row helpers below are inlined into the per-mask loops by numba (inline="always").
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _ENC_GROUP = 4  # basis rows per pass of the encode dot products (the basis is zero-padded to a multiple)
 _DEC_GROUP = 6  # basis rows per pass of the decode accumulation
@@ -139,7 +140,7 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- encode
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
     """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns 0 when every
     value of the row lies in [0, 1], else a positive count, NaN or infinity."""
@@ -158,7 +159,7 @@ def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
     return bad + total * np.float32(0.0)  # NaN or infinity anywhere keeps the sum non-finite
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
     """g[j, i] = x0 . basis[j] and g[j, i + 1] = x1 . basis[j] for every basis row j: two mask
     rows share each load of the basis (4 basis rows per pass)."""
@@ -184,7 +185,7 @@ def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
         g[r0, i1], g[r1, i1], g[r2, i1], g[r3, i1] = b0, b1, b2, b3
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _column_products(m, rows, g, zk, zh, zj, first, last, out):  # pragma: no cover - numba
     """out[m, zk[t]] = rows[zh[t]] . g[zj[t]] for t in [first, last): the column transform, only
     at the zigzag coefficients."""
@@ -237,7 +238,7 @@ def _encode_parallel(b, chunk, masks, be, bo, mid, rows, zk, zh, zj, split, out)
 
 
 # ---------------------------------------------------------------------------------------- decode
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _spectrum_rows(vectors, m, order, zc, rows, split, xe, xo):  # pragma: no cover - numba
     """xe[w, i] = sum of A[h, i] v[k] over the coefficients k at (h even, w); xo for odd h (i < (N+1)/2)."""
     xe[:, :] = 0.0
@@ -252,7 +253,7 @@ def _spectrum_rows(vectors, m, order, zc, rows, split, xe, xo):  # pragma: no co
             xo[c, np.uint64(i)] += rows[tu, np.uint64(i)] * a
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
 def _row_accumulate(ct, cb, basis, top, bot):  # pragma: no cover - numba
     """top[l] = sum_j ct[j] basis[j, l], bot[l] likewise with cb; 6 basis rows per pass."""
     for j0 in range(0, basis.shape[0], 6):
