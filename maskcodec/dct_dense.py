@@ -150,9 +150,9 @@ def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
     total = np.float32(0.0)
     for ls in range(n // 2):
         lu = np.uint64(ls)
-        a = np.float32(row[lu])
-        b = np.float32(row[np.uint64(n - 1 - ls)])
-        bad += np.float32(a < 0.0) + np.float32(a > 1.0) + np.float32(b < 0.0) + np.float32(b > 1.0)
+        x, y = row[lu], row[np.uint64(n - 1 - ls)]  # checked in their own dtype, then float32
+        bad += np.float32(x < 0.0) + np.float32(x > 1.0) + np.float32(y < 0.0) + np.float32(y > 1.0)
+        a, b = np.float32(x), np.float32(y)
         total += a + b
         s[lu] = a + b
         d[lu] = a - b
@@ -219,8 +219,9 @@ def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out)
                 _pair_products(i, bo, d0, d0, go)
         if n % 2:  # the middle column of odd N meets only the even column frequencies
             for i in range(n):
-                a = np.float32(masks[m, i, nl])
-                bad += np.float32(a < 0.0) + np.float32(a > 1.0) + a * np.float32(0.0)
+                x = masks[m, i, nl]
+                a = np.float32(x)
+                bad += np.float32(x < 0.0) + np.float32(x > 1.0) + a * np.float32(0.0)
                 for j in range(be.shape[0]):
                     ge[j, i] += a * mid[j]
         _column_products(m, rows, ge, zk, zh, zj, 0, split, out)

@@ -166,6 +166,17 @@ def test_dense_encode_finds_every_bad_value(n, bad, where):
         DCTCodec(mask_size=n, n_components=10).encode(m)
 
 
+def test_dense_encode_checks_float64_values_before_rounding():
+    m = np.full((1, 7, 7), 0.5)
+    m[0, 2, 3] = 1 + 1e-12  # rounds to 1.0 in float32, still out of range
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DCTCodec(mask_size=7, n_components=10).encode(m)
+    m[0, 2, 3] = 0.5
+    m[0, 3, 3] = -1e-300  # the middle column of odd N
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DCTCodec(mask_size=7, n_components=10).encode(m)
+
+
 def test_dense_kernels_reject_wrong_arrays():
     from maskcodec.dct_dense import decode_dense, encode_dense
 
