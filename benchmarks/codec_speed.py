@@ -23,7 +23,8 @@ Rows:
 * ours: ``DCTCodec.encode`` on bool masks (run-length kernel, maskcodec.dct_runs), on float32
   masks holding only 0 and 1 (one scan pass spots them, then the run-length kernel; the scan is
   also timed alone), on soft float32 masks (the same real masks before the 0.5 threshold: the
-  dense GEMM path), and ``DCTCodec.decode``.
+  scan stops at the first soft value, then the dense kernel of maskcodec.dct_dense, which
+  validates the values as it transforms them), and ``DCTCodec.decode`` (maskcodec.dct_dense).
 """
 
 from __future__ import annotations
@@ -201,11 +202,11 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
         line("DCT encode, bool masks (run-length kernel)", enc, "ours_bool"),
         line("DCT encode, float32 0/1 masks (scan, then run-length kernel)", enc, "ours_float01"),
         line("  of which: the 0/1 scan of float32 masks alone", enc, "scan"),
-        line("DCT encode, soft float32 masks (validating scan, dense GEMMs)", enc, "ours_soft"),
+        line("DCT encode, soft float32 masks (validating dense kernel)", enc, "ours_soft"),
         line(f"dense floor, encode: ({b}*{n}, {n}) @ ({n}, {k_eq}) float32", enc, "floor"),
         line(f"two-GEMM floor, encode: ({b}*{n}, {n}) @ ({n}, {kc}), ({kr}, {n}) @ ({n}, {b}*{kc})", enc, "floor2"),
         line(f"per-mask scipy dctn + zigzag ({len(small)} masks)", enc, "per_mask"),
-        line("DCT decode (float32 vectors -> soft masks)", dec, "ours"),
+        line("DCT decode, float32 vectors -> soft masks (dense kernel)", dec, "ours"),
         line(f"dense floor, decode: ({b}*{n}, {k_eq}) @ ({k_eq}, {n}) float32", dec, "floor"),
         line(f"two-GEMM floor, decode: ({n}, {kr}) @ ({kr}, {b}*{kc}), ({b}*{n}, {kc}) @ ({kc}, {n})", dec, "floor2"),
         line(f"per-mask zero-fill + scipy idctn ({len(small_v)} masks)", dec, "per_mask"),

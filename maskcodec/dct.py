@@ -13,13 +13,18 @@ Only the rows and columns of f that the zigzag prefix touches are ever computed 
 
 * encode, numpy bool or uint8 masks: ``maskcodec.dct_runs``, a numba kernel over the runs of
   each row whose cost follows the mask boundary (compiled on first use, cached on disk);
-* encode, numpy float32/float64 masks, 256 at a time: one pass validates a chunk and spots
-  chunks holding only 0 and 1, which take the run-length kernel too (``dct_runs.scan_float_chunk``);
-  other chunks take the GEMMs below;
-* encode, anything else (soft float masks, torch, cupy): one GEMM (B*N, N) @ (N, Kc) over all
-  rows, then a batched (Kr, N) @ (B, N, Kc) product and the zigzag gather;
-* decode: scatter into the Kr x Kc spectrum, a batched (N, Kr) @ (B, Kr, Kc) product, then one
-  GEMM (B*N, Kc) @ (Kc, N) that writes the (B, N, N) output. Differentiable in torch.
+* encode, numpy float32/float64 masks, 256 at a time: a scan that stops at the first value
+  other than 0 and 1 sends chunks holding only 0 and 1 to the run-length kernel too
+  (``dct_runs.scan_float_chunk``); other chunks take ``maskcodec.dct_dense``, a numba kernel
+  that validates the values and transforms each mask in cache, with half the multiply-adds of
+  the GEMMs (the basis's even/odd symmetry);
+* decode, numpy: ``maskcodec.dct_dense`` reads the vectors and writes the (B, N, N) output once
+  (no scatter into a spectrum, no temporaries);
+* torch and cupy (CPU or GPU): encode is one GEMM (B*N, N) @ (N, Kc) over all rows, then a
+  batched (Kr, N) @ (B, N, Kc) product and the zigzag gather; decode scatters into the Kr x Kc
+  spectrum, then a batched (N, Kr) @ (B, Kr, Kc) product and one GEMM (B*N, Kc) @ (Kc, N).
+  Differentiable in torch. ``_encode_dense`` is this path for every backend (the reference
+  the kernels are tested against).
 
 For streams larger than memory, encode chunk by chunk (nothing is kept between calls), e.g.
 ``np.concatenate([codec.encode(chunk) for chunk in chunks])`` or write into a preallocated array.
@@ -118,9 +123,11 @@ class DCTCodec(MaskCodec):
         return self._encode_dense(masks)
 
     def _encode_float(self, masks: np.ndarray) -> np.ndarray:
-        """numpy float masks, ``_FLOAT_CHUNK`` at a time: one pass validates a chunk and, when it
-        holds only 0 and 1, writes it as bytes for the run-length kernel (while still in cache);
-        other chunks take the dense GEMMs."""
+        """numpy float masks, ``_FLOAT_CHUNK`` at a time: a scan that stops at the first value
+        other than 0 and 1 spots chunks holding only 0 and 1 and writes them as bytes for the
+        run-length kernel (while still in cache); other chunks take the dense kernel, which
+        validates their values as it reads them."""
+        from .dct_dense import encode_dense
         from .dct_runs import encode_binary, scan_float_chunk
 
         b, n = masks.shape[0], self.mask_size
@@ -128,14 +135,14 @@ class DCTCodec(MaskCodec):
         scratch = np.empty(min(b, _FLOAT_CHUNK) * n * n, dtype=np.uint8)
         for start in range(0, b, _FLOAT_CHUNK):
             part = masks[start:start + _FLOAT_CHUNK]
-            binary, valid = scan_float_chunk(part, scratch)
-            if not valid:
-                super()._validate_masks(part)  # raises, naming the offending values
-            if binary:
+            if scan_float_chunk(part, scratch):
                 out[start:start + len(part)] = encode_binary(
                     scratch[:part.size].view(np.bool_).reshape(part.shape), self.n_components)
-            else:
-                out[start:start + len(part)] = self._encode_dense(part)
+                continue
+            vectors, valid = encode_dense(part, self.n_components)
+            if not valid:
+                super()._validate_masks(part)  # raises, naming the offending values
+            out[start:start + len(part)] = vectors
         return out
 
     def _encode_dense(self, masks: Array) -> Array:
@@ -149,6 +156,10 @@ class DCTCodec(MaskCodec):
         return _contiguous((rows @ g)[:, zr, zc])  # (B, n_k)
 
     def _decode(self, vectors: Array) -> Array:
+        if backend.backend_of(vectors) == "numpy":
+            from .dct_dense import decode_dense
+
+            return decode_dense(vectors, self.mask_size)
         _, cols, rows_t, zr, zc = self._constants(vectors)
         b, n = vectors.shape[0], self.mask_size
         kr, kc = rows_t.shape[1], cols.shape[0]

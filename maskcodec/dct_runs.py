@@ -94,35 +94,35 @@ def _out_of_range(flat):  # pragma: no cover - numba
 
 @njit(cache=True, nogil=True)
 def _scan_float(flat, out):  # pragma: no cover - numba
-    """(is every value 0 or 1, is every value in [0, 1] and not NaN); writes ``out = flat != 0``
-    while the values are binary (its content is meaningless once they are not)."""
+    """Whether every value is 0 or 1, block by block, stopping at the first block that holds
+    another value; writes ``out = flat != 0`` up to there (meaningless unless all are 0/1)."""
     size = flat.shape[0]
     start = 0
     while start < size:
         stop = min(start + _SCAN_BLOCK, size)
         if _binary_block(flat[start:stop], out[start:stop]):
-            return False, _out_of_range(flat[start:]) == 0
+            return False
         start = stop
-    return True, True
+    return True
 
 
-def scan_float_chunk(masks: np.ndarray, scratch: np.ndarray) -> tuple[bool, bool]:
-    """One pass over numpy float masks: ``(binary, valid)``.
+def scan_float_chunk(masks: np.ndarray, scratch: np.ndarray) -> bool:
+    """Whether numpy float masks hold only 0 and 1 (NaN counts as another value).
 
-    ``binary``: every value is exactly 0 or 1, and then ``scratch[:masks.size]`` holds them as
-    0/1 bytes (view it as bool for ``encode_binary``); ``valid``: every value lies in [0, 1]
-    (no NaN). ``scratch`` is a uint8 buffer of at least ``masks.size`` bytes.
+    When they do, ``scratch[:masks.size]`` holds them as 0/1 bytes (view it as bool for
+    ``encode_binary``); the scan stops early at a block of 16,384 values that holds another
+    value. ``scratch`` is a uint8 buffer of at least ``masks.size`` bytes.
     """
     flat = np.ascontiguousarray(masks).reshape(-1)
-    binary, valid = _scan_float(flat, scratch[:flat.shape[0]])
-    return bool(binary), bool(valid)
+    return bool(_scan_float(flat, scratch[:flat.shape[0]]))
 
 
 def scan_float_masks(masks: np.ndarray) -> tuple[np.ndarray | None, bool]:
-    """``scan_float_chunk`` with a fresh buffer: ``(masks as bool, or None if not all 0/1, valid)``."""
+    """``(masks as bool, or None if not all 0/1, whether every value lies in [0, 1] with no NaN)``."""
     scratch = np.empty(masks.size, dtype=np.uint8)
-    binary, valid = scan_float_chunk(masks, scratch)
-    return (scratch.view(np.bool_).reshape(masks.shape) if binary else None), valid
+    if scan_float_chunk(masks, scratch):
+        return scratch.view(np.bool_).reshape(masks.shape), True
+    return None, bool(_out_of_range(np.ascontiguousarray(masks).reshape(-1)) == 0)
 
 
 def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:

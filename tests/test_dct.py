@@ -106,6 +106,88 @@ def test_dc_term_is_n_times_mean():
     np.testing.assert_allclose(v[:, 0], 32 * m.mean(axis=(1, 2)), rtol=1e-5, atol=1e-5)
 
 
+# ---------------------------------------------------------------------------- dense kernels (numpy)
+DENSE_SIZES = [(128, 256), (128, 300), (1, 1), (2, 3), (3, 9), (5, 25), (7, 10), (16, 1), (37, 100), (28, 60),
+               (200, 64)]
+
+
+def torch_decode(codec: DCTCodec, v: np.ndarray) -> np.ndarray:
+    """The GEMM decode (scatter, batched product, GEMM) that torch tensors take."""
+    return codec.decode(torch.from_numpy(v)).numpy()
+
+
+@pytest.mark.parametrize("n,k", DENSE_SIZES)
+def test_dense_kernels_equal_the_gemm_path(n, k):
+    rng = np.random.default_rng(n * 1000 + k)
+    codec = DCTCodec(mask_size=n, n_components=k)
+    soft = rng.random((5, n, n)).astype(np.float32)
+    tol = 3e-6 * n
+    np.testing.assert_allclose(codec.encode(soft), codec._encode_dense(soft), atol=tol)
+    np.testing.assert_allclose(codec.encode(soft.astype(np.float64)), codec._encode_dense(soft), atol=tol)
+    flipped = soft[:, ::-1, ::-1]  # not contiguous
+    np.testing.assert_allclose(codec.encode(flipped), codec._encode_dense(np.ascontiguousarray(flipped)), atol=tol)
+    v = rng.standard_normal((5, k)).astype(np.float32)
+    out = codec.decode(v)
+    assert out.shape == (5, n, n) and out.dtype == np.float32 and out.flags.c_contiguous
+    np.testing.assert_allclose(out, torch_decode(codec, v), atol=1e-5)
+    np.testing.assert_allclose(codec.decode(v.astype(np.float64)[:, :]), out, atol=0)
+    np.testing.assert_allclose(codec.decode(np.asfortranarray(v)), out, atol=0)
+
+
+def test_dense_kernels_parallel_and_serial_batches_agree():
+    from maskcodec import dct_dense
+
+    n, k = 24, 40
+    b = dct_dense._PARALLEL_MIN + 9
+    soft = np.random.default_rng(7).random((b, n, n)).astype(np.float32)
+    whole, valid = dct_dense.encode_dense(soft, k)
+    assert valid
+    parts = np.concatenate([dct_dense.encode_dense(soft[i:i + 7], k)[0] for i in range(0, b, 7)])
+    np.testing.assert_array_equal(whole, parts)
+    np.testing.assert_allclose(whole, zigzag_dctn(soft, k), atol=1e-4)
+    decoded = dct_dense.decode_dense(whole, n)
+    np.testing.assert_array_equal(decoded, np.concatenate([dct_dense.decode_dense(whole[i:i + 7], n)
+                                                           for i in range(0, b, 7)]))
+    soft[-1, 3, 4] = np.nan  # a bad value in the last parallel chunk
+    assert dct_dense.encode_dense(soft, k)[1] is False
+
+
+@pytest.mark.parametrize("n", [7, 8])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf, 1.0001, -1e-6])
+@pytest.mark.parametrize("where", [(0, 0), (3, 3), (6, 0), (2, 5)])  # corner, middle (odd n), last row, right half
+def test_dense_encode_finds_every_bad_value(n, bad, where):
+    from maskcodec.dct_dense import encode_dense
+
+    m = np.full((2, n, n), 0.5, np.float32)
+    assert encode_dense(m, 10)[1] is True
+    m[1][where] = bad
+    assert encode_dense(m, 10)[1] is False
+    with pytest.raises(ValueError, match="NaN|\\[0, 1\\]"):
+        DCTCodec(mask_size=n, n_components=10).encode(m)
+
+
+def test_dense_encode_checks_float64_values_before_rounding():
+    m = np.full((1, 7, 7), 0.5)
+    m[0, 2, 3] = 1 + 1e-12  # rounds to 1.0 in float32, still out of range
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DCTCodec(mask_size=7, n_components=10).encode(m)
+    m[0, 2, 3] = 0.5
+    m[0, 3, 3] = -1e-300  # the middle column of odd N
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        DCTCodec(mask_size=7, n_components=10).encode(m)
+
+
+def test_dense_kernels_reject_wrong_arrays():
+    from maskcodec.dct_dense import decode_dense, encode_dense
+
+    with pytest.raises(ValueError, match="float32 or float64"):
+        encode_dense(np.zeros((1, 8, 8), bool), 4)
+    with pytest.raises(ValueError, match="float32 vectors"):
+        decode_dense(np.zeros((1, 4), np.float64), 8)
+    assert encode_dense(np.zeros((0, 8, 8), np.float32), 4)[0].shape == (0, 4)
+    assert decode_dense(np.zeros((0, 4), np.float32), 8).shape == (0, 8, 8)
+
+
 # ---------------------------------------------------------------------------- binary fast path
 @pytest.mark.parametrize("n,k", [(128, 256), (128, 300), (64, 1), (28, 60), (13, 50), (1, 1), (200, 64)])
 def test_binary_fast_path_matches_dense_path(n, k):
@@ -176,7 +258,7 @@ def test_float_scan_still_rejects_bad_values(bad, match):
 
 
 def test_scan_float_masks():
-    from maskcodec.dct_runs import scan_float_masks
+    from maskcodec.dct_runs import scan_float_chunk, scan_float_masks
 
     m = random_masks(3, 20, seed=1)
     as_bool, valid = scan_float_masks(m.astype(np.float32))
@@ -184,6 +266,9 @@ def test_scan_float_masks():
     np.testing.assert_array_equal(as_bool, m)
     soft = m.astype(np.float64) * 0.75
     assert scan_float_masks(soft) == (None, True)
+    scratch = np.empty(soft.size, np.uint8)
+    assert scan_float_chunk(m.astype(np.float32), scratch) is True
+    assert scan_float_chunk(soft, scratch) is False
     soft[0, 0, 0] = np.nan
     assert scan_float_masks(soft) == (None, False)
 
@@ -200,9 +285,10 @@ def test_importing_maskcodec_does_not_compile_or_import_numba_kernels():
     import subprocess
     import sys
 
-    code = "import sys, maskcodec; maskcodec.get_codec('dct'); print('maskcodec.dct_runs' in sys.modules)"
+    code = ("import sys, maskcodec; maskcodec.get_codec('dct'); "
+            "print('maskcodec.dct_runs' in sys.modules, 'maskcodec.dct_dense' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "False"
+    assert out.strip() == "False False"
 
 
 # ---------------------------------------------------------------------------- torch
