@@ -267,8 +267,9 @@ def counts_to_rle(counts: np.ndarray, offsets: np.ndarray, image_size: tuple[int
     data, starts = _rle_strings(np.ascontiguousarray(counts, dtype=np.int64),
                                 np.ascontiguousarray(offsets, dtype=np.int64))
     text = data.tobytes().decode("ascii")
-    size = [int(height), int(width)]
-    return [{"size": list(size), "counts": text[starts[b]:starts[b + 1]]} for b in range(len(starts) - 1)]
+    height, width = int(height), int(width)
+    bounds = starts.tolist()
+    return [{"size": [height, width], "counts": text[a:b]} for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # ----------------------------------------------------------------------------- public API
