@@ -442,8 +442,9 @@ def main(argv=None) -> None:
     text = "\n".join(lines)
     print(text)
     if args.output:
-        with open(args.output, "w") as f:
-            f.write(text)
+        from maskcodec.atomic import atomic_write
+
+        atomic_write(args.output, text + "\n")
 
 
 if __name__ == "__main__":
