@@ -31,9 +31,82 @@ from .paste import _paste_axis
 __all__ = ["paste_rle", "decode_rle", "rle_from_masks", "counts_to_rle"]
 
 
+# ----------------------------------------------------------------------------- one box's tile
+@njit(inline="always")
+def _grown(buf, size):
+    """``buf`` when it holds ``size`` items, else a larger empty buffer of its dtype (grows rarely)."""
+    if size <= buf.shape[0]:
+        return buf
+    return np.empty(max(2 * buf.shape[0], size), dtype=buf.dtype)
+
+
+@njit(inline="always")
+def _padded_stride(n):
+    """A row stride >= ``n`` float64 that is an odd number of 64-byte cache lines: walking down a
+    column of such rows spreads over every L1 set instead of thrashing a few (power-of-two strides)."""
+    stride = (n + 7) // 8 * 8
+    return stride + 8 if (stride // 8) % 2 == 0 else stride
+
+
+@njit(inline="always")
+def _column_range(u0, u1, lu):
+    """First and last mask column that the box's pixel columns read (``hi < lo``: none)."""
+    lo = 0
+    hi = -1
+    for m in range(lu.shape[0]):
+        if lu[m] >= 0.0:
+            if hi < 0:
+                lo = u0[m]
+            hi = u1[m]  # u0 and u1 never decrease along the box
+    return lo, hi
+
+
+@njit(inline="always")
+def _resample_lines(mask, v0, v1, lv, c_lo, n_cols, lines):
+    """The vertical bilinear step: ``lines[j, k] = (1 - lv[k]) * mask[v0[k], c_lo + j] + lv[k] * mask[v1[k], c_lo + j]``
+    in float64 (``paste._paste_one``'s ``row``, same expression), -inf for rows whose centre fell
+    outside the box by rounding (they stay 0). Read along mask rows (vectorised); each mask column
+    becomes a contiguous line over the box's image rows."""
+    for k in range(lv.shape[0]):
+        if lv[k] < 0.0:
+            for j in range(n_cols):
+                lines[j, k] = -np.inf
+            continue
+        wa = 1.0 - lv[k]
+        wb = lv[k]
+        a = mask[v0[k], c_lo:c_lo + n_cols]
+        b = mask[v1[k], c_lo:c_lo + n_cols]
+        for j in range(n_cols):
+            lines[j, k] = wa * a[j] + wb * b[j]
+
+
+@njit(inline="always")
+def _threshold_columns(lines, u0, u1, lu, c_lo, ny, threshold, tile):
+    """The horizontal step and the threshold: ``tile[m, k] = (1 - lu[m]) * lines[u0[m], k] + lu[m] * lines[u1[m], k] >= threshold``
+    (``paste._paste_one``'s pixel value, same expression) as 0/1 bytes, zero-padded to whole words."""
+    for m in range(tile.shape[0]):
+        column = tile[m]
+        column[ny:] = 0
+        if lu[m] < 0.0:  # centre outside the box by rounding: the column stays 0
+            column[:ny] = 0
+            continue
+        wl = 1.0 - lu[m]
+        wh = lu[m]
+        lo = lines[u0[m] - c_lo]
+        hi = lines[u1[m] - c_lo]
+        for k in range(ny):  # vectorised
+            column[k] = wl * lo[k] + wh * hi[k] >= threshold
+
+
 # ----------------------------------------------------------------------------- run lengths
 _ONES = np.uint64(0x0101010101010101)  # eight 1 bytes
 _ZERO = np.uint64(0)
+_ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
+_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DE_BRUIJN_BIT = np.zeros(64, dtype=np.int64)  # (lowest set bit * _DE_BRUIJN) >> 58 -> that bit's index
+for _bit in range(64):
+    _DE_BRUIJN_BIT[((1 << _bit) * int(_DE_BRUIJN)) % (1 << 64) >> 58] = _bit
+
 
 @njit(inline="always")
 def _reserve(cnts, pos, need):
@@ -45,6 +118,60 @@ def _reserve(cnts, pos, need):
     return grown
 
 
+@njit(inline="always")
+def _first_byte(x):
+    """Index of the lowest non-zero byte of a non-zero uint64 (little-endian byte order)."""
+    low = x & (~x + np.uint64(1))
+    return _DE_BRUIJN_BIT[(low * _DE_BRUIJN) >> np.uint64(58)] >> 3
+
+
+@njit(inline="always")
+def _append_column(words, ny, cnts, pos, value, run):
+    """Continue the runs over one column of ``ny`` 0/1 bytes (read 8 at a time as ``words``).
+
+    ``value`` is the current run's value and ``run`` its length so far; every change of value
+    closes a run into ``cnts[pos]``. Returns the updated ``(cnts, pos, value, run)``.
+    """
+    cnts = _reserve(cnts, pos, ny + 1)
+    for q in range((ny + 7) >> 3):
+        valid = min(8, ny - 8 * q)
+        keep = _ALL >> np.uint64(64 - 8 * valid)  # the word's bytes inside the column
+        differ = (words[q] ^ (_ONES if value else _ZERO)) & keep  # 1 in bytes that change the run
+        start = 0  # bytes of this word already counted
+        while differ:
+            i = _first_byte(differ)
+            cnts[pos] = run + (i - start)
+            pos += 1
+            run = 0
+            start = i
+            value = not value
+            if i == 7:
+                break
+            differ = (words[q] ^ (_ONES if value else _ZERO)) & keep & (_ALL << np.uint64(8 * (i + 1)))
+        run += valid - start
+    return cnts, pos, value, run
+
+
+@njit(inline="always")
+def _tile_runs(tile, ny, gap, cnts, pos, run):
+    """Column-major runs of a box's (nx, >= ny) 0/1 tile whose columns are ``gap`` image rows apart,
+    starting with a run of zeros of length ``run``. Returns ``(cnts, pos, value, run)``."""
+    words = tile.view(np.uint64)
+    value = False
+    for m in range(tile.shape[0]):
+        if m and gap:  # the image rows between this column of the box and the previous one
+            if value:
+                cnts = _reserve(cnts, pos, 1)
+                cnts[pos] = run
+                pos += 1
+                value = False
+                run = gap
+            else:
+                run += gap
+        cnts, pos, value, run = _append_column(words[m], ny, cnts, pos, value, run)
+    return cnts, pos, value, run
+
+
 @njit(cache=True)
 def _paste_runs(masks, boxes, height, width, threshold):
     """Column-major run lengths of every pasted, thresholded mask.
@@ -52,18 +179,15 @@ def _paste_runs(masks, boxes, height, width, threshold):
     Returns ``(counts, offsets)``: mask ``b``'s runs are ``counts[offsets[b]:offsets[b + 1]]``,
     starting with a (possibly empty) run of zeros, exactly as pycocotools' ``rleEncode``.
 
-    Pixel ``(ya + k, xa + m)`` takes ``(1 - lu[m]) * rows[u0[m], k] + lu[m] * rows[u1[m], k]`` with
-    ``rows[c, k] = (1 - lv[k]) * mask[v0[k], c] + lv[k] * mask[v1[k], c]`` in float64: the
-    expressions of ``paste._paste_one``, evaluated in the same order, so every value is
-    bit-identical. ``rows`` holds only the mask columns the box reads (two per image column at
-    most), each as a contiguous line over the box's image rows.
+    Every pixel takes ``paste._paste_one``'s float64 expressions in the same order (vertical step
+    ``_resample_lines``, then horizontal step ``_threshold_columns``), so every value is
+    bit-identical; only the mask columns between the first and last one the box reads are resampled.
     """
     n, nh, nw = masks.shape
     cnts = np.empty(max(1024, 8 * n), dtype=np.int64)
     offsets = np.zeros(n + 1, dtype=np.int64)
-    line_of = np.full(nw, -1, dtype=np.int64)  # mask column -> its line in ``rows`` (or -1)
-    line_col = np.empty(nw, dtype=np.int64)
-    scratch = np.empty(1 << 16, dtype=np.float64)  # the current mask's resampled lines
+    line_buf = np.empty(1 << 16, dtype=np.float64)
+    tile_buf = np.empty(1 << 16, dtype=np.uint8)
     pos = 0
     for b in range(n):
         x0 = boxes[b, 0]
@@ -72,76 +196,30 @@ def _paste_runs(masks, boxes, height, width, threshold):
         y1 = boxes[b, 3]
         nx = 0
         ny = 0
+        c_lo = 0
+        c_hi = -1
         if x1 > x0 and y1 > y0 and nh > 0 and nw > 0:
             xa, nx, u0, u1, lu = _paste_axis(x0, x1, width, nw)
             ya, ny, v0, v1, lv = _paste_axis(y0, y1, height, nh)
-        value = False  # value of the current run; pycocotools starts with a run of zeros
-        run = 0  # its length so far
-        if nx == 0 or ny == 0:
+            c_lo, c_hi = _column_range(u0, u1, lu)
+        value = False  # pycocotools starts with a run of zeros
+        if nx == 0 or ny == 0 or c_hi < c_lo:
             run = height * width
         else:
-            # the mask columns this box reads (at most 2 per image column), each resampled once
-            n_lines = 0
-            for m in range(nx):
-                if lu[m] >= 0.0:
-                    for c in (u0[m], u1[m]):
-                        if line_of[c] < 0:
-                            line_of[c] = n_lines
-                            line_col[n_lines] = c
-                            n_lines += 1
-            if n_lines * ny > scratch.shape[0]:  # grows rarely: no page faults per mask
-                scratch = np.empty(max(2 * scratch.shape[0], n_lines * ny), dtype=np.float64)
-            rows = scratch[:n_lines * ny].reshape((n_lines, ny))
-            wa = 1.0 - lv
-            for i in range(n_lines):
-                c = line_col[i]
-                line = rows[i]
-                for k in range(ny):
-                    line[k] = wa[k] * masks[b, v0[k], c] + lv[k] * masks[b, v1[k], c]
-            for k in range(ny):
-                if lv[k] < 0.0:  # centre outside the box by rounding: the pixel stays 0
-                    rows[:, k] = -np.inf
-            column = np.zeros(-(-ny // 8) * 8, dtype=np.uint8)  # whole uint64 words
-            words = column.view(np.uint64)
-            run = xa * height + ya  # zeros before the box's first pixel
-            gap = height - ny  # zeros between the box's columns
-            for m in range(nx):
-                cnts = _reserve(cnts, pos, ny + 2)
-                if m and gap:
-                    if value:
-                        cnts[pos] = run
-                        pos += 1
-                        value = False
-                        run = gap
-                    else:
-                        run += gap
-                if lu[m] < 0.0:
-                    column[:] = 0
-                else:
-                    wl = 1.0 - lu[m]
-                    wh = lu[m]
-                    lo = rows[line_of[u0[m]]]
-                    hi = rows[line_of[u1[m]]]
-                    for k in range(ny):  # vectorisable
-                        column[k] = wl * lo[k] + wh * hi[k] >= threshold
-                k = 0
-                while k < ny:
-                    if (k & 7) == 0 and k + 8 <= ny and words[k >> 3] == (_ONES if value else _ZERO):
-                        run += 8  # eight pixels that continue the run
-                        k += 8
-                        continue
-                    if column[k] != value:
-                        cnts[pos] = run
-                        pos += 1
-                        value = not value
-                        run = 0
-                    run += 1
-                    k += 1
-            for i in range(n_lines):
-                line_of[line_col[i]] = -1
-            tail = (height - ya - ny) + (width - xa - nx) * height
+            n_cols = c_hi - c_lo + 1
+            stride = _padded_stride(ny)
+            line_buf = _grown(line_buf, n_cols * stride)
+            lines = line_buf[:n_cols * stride].reshape((n_cols, stride))
+            _resample_lines(masks[b], v0, v1, lv, c_lo, n_cols, lines)
+            ny8 = (ny + 7) // 8 * 8  # whole uint64 words per column
+            tile_buf = _grown(tile_buf, nx * ny8)
+            tile = tile_buf[:nx * ny8].reshape((nx, ny8))
+            _threshold_columns(lines, u0, u1, lu, c_lo, ny, threshold, tile)
+            cnts, pos, value, run = _tile_runs(tile, ny, height - ny, cnts, pos, xa * height + ya)
+            tail = (height - ya - ny) + (width - xa - nx) * height  # zeros after the box's last pixel
             if tail:
                 if value:
+                    cnts = _reserve(cnts, pos, 1)
                     cnts[pos] = run
                     pos += 1
                     run = tail
@@ -189,8 +267,9 @@ def counts_to_rle(counts: np.ndarray, offsets: np.ndarray, image_size: tuple[int
     data, starts = _rle_strings(np.ascontiguousarray(counts, dtype=np.int64),
                                 np.ascontiguousarray(offsets, dtype=np.int64))
     text = data.tobytes().decode("ascii")
-    size = [int(height), int(width)]
-    return [{"size": list(size), "counts": text[starts[b]:starts[b + 1]]} for b in range(len(starts) - 1)]
+    height, width = int(height), int(width)
+    bounds = starts.tolist()
+    return [{"size": [height, width], "counts": text[a:b]} for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 # ----------------------------------------------------------------------------- public API

@@ -92,6 +92,25 @@ def test_edge_boxes_and_odd_images(size):
     assert got == expected
 
 
+def test_values_exactly_at_the_threshold_and_long_columns():
+    """Soft values on a coarse grid (many pixels land exactly on 0.5, so ``>=`` decides them), boxes
+    taller and wider than the mask (upsampling), narrower (downsampling), columns of every length
+    modulo 8 (the run scan reads 8 pixels at a time) and stripes that change value inside each word."""
+    g = np.random.default_rng(5)
+    soft = (g.integers(0, 5, (12, 16, 16)) / 4).astype(np.float32)  # 0, 0.25, 0.5, 0.75, 1
+    soft[0] = 0.5
+    soft[1, ::2] = 1.0  # horizontal stripes: a change every row
+    soft[1, 1::2] = 0.0
+    boxes = np.array([[0.0, 0.0, 70.0, 300.0], [1.0, 2.0, 9.0, 299.0]] +
+                     [[m * 3.0, 1.0 + m, m * 3.0 + 4.0 + m, 10.0 + 8 * m + m % 8] for m in range(10)], dtype=np.float32)
+    for size in ((300, 70), (97, 41)):
+        for t in (0.5, 0.25):
+            expected, masks = _reference(soft, boxes, size, threshold=t)
+            got = paste_rle(soft, boxes, size, threshold=t)
+            assert _differing_pixels(got, masks) == 0
+            assert got == expected
+
+
 def test_threshold_and_torch_inputs():
     g = np.random.default_rng(1)
     soft = g.uniform(0, 1, (5, 8, 8)).astype(np.float32)

@@ -57,7 +57,7 @@ class PostProcess:
         orig_sizes = torch.as_tensor(orig_sizes, device=logits.device)
         if orig_sizes.shape != (b, 2):
             raise ValueError(f"orig_sizes must have shape (B, 2) = ({b}, 2) of (H, W), got {tuple(orig_sizes.shape)}")
-        if not (torch.isfinite(logits).all() and torch.isfinite(boxes).all()):
+        if not (_all_finite(logits) and _all_finite(boxes)):
             raise ValueError("pred_logits or pred_boxes contain NaN or infinite values (a diverged model or "
                              "corrupt weights?); no detections can be ranked or placed")
         k = min(self.num_select, q * c)
@@ -76,8 +76,9 @@ class PostProcess:
         if n_k != self.codec.n_components:
             raise ValueError(f"pred_vectors have {n_k} numbers but the codec has n_components="
                              f"{self.codec.n_components}; use the codec the model was trained with")
-        selected = vectors.gather(1, query[..., None].expand(-1, -1, n_k))  # (B, K, n_k)
-        soft = self.codec.decode(selected.flatten(0, 1).float().contiguous())  # (B*K, N, N), one batch
+        rows = (query + q * torch.arange(b, device=query.device)[:, None]).flatten()  # (B*K,) rows of (B*Q, n_k)
+        selected = vectors.reshape(b * q, n_k).index_select(0, rows)
+        soft = self.codec.decode(selected.float().contiguous())  # (B*K, N, N), one batch
         soft = soft.view(b, k, *soft.shape[-2:])
         for i, res in enumerate(results):
             size = (int(orig_sizes[i, 0]), int(orig_sizes[i, 1]))
@@ -87,6 +88,12 @@ class PostProcess:
             else:
                 res["masks"] = paste(soft[i], res["boxes"].float().contiguous(), size, threshold=self.mask_threshold)
         return results
+
+
+def _all_finite(x: torch.Tensor) -> bool:
+    """No NaN or inf in ``x``: a finite sum proves it (NaN and inf propagate); otherwise check each value
+    (a sum can overflow)."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
 
 
 def encode_rle(masks) -> list[dict]:
