@@ -270,7 +270,7 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 
 @njit(inline="always")
 def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
-    """Resample item ``b`` of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``)."""
+    """Resample item ``b`` of a ragged batch (``meta`` as in ``crop._crop_resize_ragged``)."""
     off = meta[b, 0]
     sy = meta[b, 1]
     sx = meta[b, 2]
@@ -331,7 +331,7 @@ def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, ou
 
 @njit(parallel=True, cache=True)
 def adaptive_ragged(buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
-    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``).
+    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``crop._crop_resize_ragged``).
 
     ``words``: ``buf`` viewed as uint64 when it is 8-byte aligned uint8, else an empty uint64 array.
     """

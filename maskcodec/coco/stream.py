@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from ..geometry import _check_sampling_ratio, _sample_regions, crop_resize
+from ..crop import _check_sampling_ratio, _sample_regions, crop_resize
 from ..parallel import parallel_allowed
 from .instances import annotation_mask, read_instances
 from .merge import merge_files
@@ -97,7 +97,7 @@ def iter_mask_batches(
         an image met twice is read once; ids are renumbered where two files share them)
     mask_size : int
         Side N of the output masks (each annotation's mask is cropped to its "bbox" and
-        resampled like ``geometry.crop_resize``, binarised at 0.5).
+        resampled like ``maskcodec.crop.crop_resize``, binarised at 0.5).
     sampling_ratio : 0 or 1
         ``crop_resize``'s sampling: 0 (default) averages ceil(box side / N) bilinear samples per
         cell and axis, as roi_align(sampling_ratio=0) and the official SOLQ targets; 1 takes one.
