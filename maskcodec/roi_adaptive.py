@@ -150,16 +150,6 @@ def _run_end(buf, words, pos, stop, v):
 
 
 @njit(inline="always")
-def _cum_at(r, i, lo, hi, start, cum):
-    """Summed weight of cell ``i``'s taps at positions < r."""
-    if r <= lo[i]:
-        return 0.0
-    if r > hi[i]:
-        return cum[start[i + 1] - 1]
-    return cum[start[i] + r - lo[i]]
-
-
-@njit(inline="always")
 def _grown(a, need):
     """``a`` copied into a new array of at least ``need`` (and at least twice as many) elements."""
     out = np.empty(max(need, 2 * a.size), dtype=a.dtype)
@@ -207,6 +197,20 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
             d += 1
             c += 1
         deep = max(deep, d)
+    # the cells straddling each boundary position r (lo < r <= hi): first[r - q_min] + d for
+    # d < n_str[r - q_min], with their summed weight before r in f_str[(r - q_min) * deep + d]
+    n_pos = q_max - q_min + 2
+    n_str = np.zeros(n_pos, dtype=np.int64)
+    f_str = np.zeros(n_pos * deep, dtype=np.float64)
+    for u in range(n_pos):
+        r = q_min + u
+        c = first[u]
+        d = 0
+        while c < size and lo[c] < r:
+            f_str[u * deep + d] = cum[start[c] + r - lo[c]]
+            d += 1
+            c += 1
+        n_str[u] = d
     # a line has at most `line_runs` nonzero runs; the arrays start at 4 a line and grow before a line could overflow them
     line_runs = (q_max - q_min + 2) // 2 + 1
     runs = 4 * n_lines + line_runs
@@ -240,24 +244,26 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
             if v == 0:
                 continue
             fv = np.float64(v)
-            c = first[s - q_min]
-            while c < size and lo[c] < s:  # windows holding the run's start (and maybe its end)
+            us = s - q_min
+            ue = r - q_min
+            fs = first[us]
+            fe = first[ue]
+            for d in range(n_str[us]):  # windows holding the run's start (and maybe its end)
+                c = fs + d
+                f_end = f_str[ue * deep + c - fe] if c >= fe else total[c]
                 pe_cell[ne] = c
-                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                pe_val[ne] = fv * (f_end - f_str[us * deep + d])
                 ne += 1
-                c += 1
-            end = first[r - q_min]  # windows inside the run: [c, end)
-            if end > c:
+            c = fs + n_str[us]
+            if fe > c:  # windows inside the run: [c, fe)
                 fi_c0[nf] = c
-                fi_c1[nf] = end
+                fi_c1[nf] = fe
                 fi_v[nf] = fv
                 nf += 1
-            c = max(c, end)
-            while c < size and lo[c] < r:  # windows holding the run's end
-                pe_cell[ne] = c
-                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+            for d in range(max(c, fe) - fe, n_str[ue]):  # windows holding only the run's end
+                pe_cell[ne] = fe + d
+                pe_val[ne] = fv * f_str[ue * deep + d]
                 ne += 1
-                c += 1
         pe_start[a + 1] = ne
         fi_start[a + 1] = nf
     return pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total
