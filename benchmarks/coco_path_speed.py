@@ -11,11 +11,14 @@ coefficients:
 * ours: ``maskcodec.coco.iter_mask_batches`` (decodes only each box region, resamples a whole
   chunk in one compiled call) -> ``get_codec("dct", mask_size=128, n_components=256).encode``.
 
-Both run in the same process on the same annotations; the script checks that they produce
-the same masks (mean IoU) and the same vectors, and prints masks/s and the ratio. The second
-section times ``maskcodec.geometry.paste`` for 100 detections into a 480 x 640 image.
+Both run in the same process on the same annotations, both samplings in turn; the script checks
+that they produce the same masks (mean IoU) and the same vectors, and prints masks/s and the
+ratios. Further sections: solq's target pipeline (``solq.data.targets.encode_masks``) at the
+training scale with both samplings and the official ``roi_align`` recipe; peak memory streaming
+up to 100k annotations (``coco_path_memory.py``); ``maskcodec.geometry.paste`` for 100 detections
+into a 480 x 640 image.
 
-    .venv/bin/python benchmarks/coco_path_speed.py                       # built-in sample
+    NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coco_path_speed.py --output benchmarks/results_coco_path.md
     .venv/bin/python benchmarks/coco_path_speed.py --annotations a.json b.json --output out.md
 """
 
@@ -41,8 +44,8 @@ from maskcodec.metrics import mask_iou
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from coco_path_memory import memory_lines, memory_section  # noqa: E402
 
-COMMAND = ("NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coco_path_speed.py "
-           "--output benchmarks/results_coco_path.md")
+#: How the results file is made (the run's own arguments follow): one thread, so ratios are per core.
+COMMAND = "NUMBA_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coco_path_speed.py"
 COCO128 = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco128" / "annotations" / "instances_train.json"
 #: The results file keeps what follows this line (notes measured by the tests and by ``maskcodec bench``).
 NOTES_MARKER = "<!-- notes: kept by coco_path_speed.py --output -->"
@@ -238,7 +241,7 @@ def coco_lines(args, sections):
     lines = [
         "## COCO annotation path speed",
         "",
-        f"Command: `{COMMAND}`",
+        f"Command: `{' '.join([COMMAND, *args.argv])}`",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} "
         f"at the start; numpy {np.__version__}; best of {args.repeats} runs; "
@@ -343,6 +346,7 @@ def main(argv=None) -> int:
                         help="annotation counts for the memory section (none skips it)")
     parser.add_argument("--memory-file", help="instances file tiled for the memory section (default: coco128)")
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     warnings.simplefilter("ignore", DeprecationWarning)
     paths = args.annotations or [str(p) for p in sample_annotation_files().values()]
 
