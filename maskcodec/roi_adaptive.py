@@ -153,7 +153,8 @@ def _run_end(buf, words, pos, stop, v):
 def _grown(a, need):
     """``a`` copied into a new array of at least ``need`` (and at least twice as many) elements."""
     out = np.empty(max(need, 2 * a.size), dtype=a.dtype)
-    out[: a.size] = a
+    for k in range(a.size):  # a loop, not a slice assignment: parallel=True checks slice sizes at run time
+        out[k] = a[k]
     return out
 
 
