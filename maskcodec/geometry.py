@@ -12,18 +12,7 @@ per cell by default (adaptive ROIAlign, ``maskcodec.roi_adaptive``), as the offi
 
 from __future__ import annotations
 
-# the private helpers are re-exported for modules (``coco.stream``) and docstrings that still
-# reach them through here; new code imports them from ``crop``, ``paste`` and ``box_checks``
-from .box_checks import _check_boxes as _check_boxes
-from .box_checks import _check_image_size as _check_image_size
-from .box_checks import _check_size as _check_size
-from .box_checks import _check_threshold as _check_threshold
-from .crop import _check_sampling_ratio as _check_sampling_ratio
-from .crop import _crop_resize_ragged as _crop_resize_ragged
-from .crop import _sample_regions as _sample_regions
 from .crop import crop_resize
-from .paste import _paste_axis as _paste_axis
-from .paste import _paste_one as _paste_one
 from .paste import paste
 
 __all__ = ["crop_resize", "paste"]

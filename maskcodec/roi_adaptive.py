@@ -11,11 +11,13 @@ float32 boxes:
 * a cell is ``sum over (ty, tx) of (((w1 v1 + w2 v2) + w3 v3) + w4 v4)`` accumulated in float32,
   row of samples by row, then divided by ``count = gy * gx``.
 
-The fast path does not visit the samples one by one: bilinear weights are separable, so each
+Boxes no larger than ``size`` on both axes (``count == 1``, most COCO objects at N = 128) take
+the one-sample kernel's separable shape (``_single_sample``). For larger boxes the fast path
+does not visit the samples one by one: bilinear weights are separable, so each
 line of pixels along the contiguous axis is read as runs of equal values (8 bytes at a time for
 uint8 masks) and a run adds prefix-summed weights to the few cells its ends fall in and a whole
 cell weight to the cells it covers; a second pass sums those lines with the other axis's weights.
-The cell is computed in float64 from the same float32 per-axis weights, which differs from
+Either way the cell is computed in float64 from the same float32 per-axis weights, which differs from
 torchvision's float32 accumulation by at most about ``(count + 5) * 2**-24``; a cell within
 ``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded output is
 therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
@@ -148,13 +150,12 @@ def _run_end(buf, words, pos, stop, v):
 
 
 @njit(inline="always")
-def _cum_at(r, i, lo, hi, start, cum):
-    """Summed weight of cell ``i``'s taps at positions < r."""
-    if r <= lo[i]:
-        return 0.0
-    if r > hi[i]:
-        return cum[start[i + 1] - 1]
-    return cum[start[i] + r - lo[i]]
+def _grown(a, need):
+    """``a`` copied into a new array of at least ``need`` (and at least twice as many) elements."""
+    out = np.empty(max(need, 2 * a.size), dtype=a.dtype)
+    for k in range(a.size):  # a loop, not a slice assignment: parallel=True checks slice sizes at run time
+        out[k] = a[k]
+    return out
 
 
 @njit(inline="always")
@@ -197,7 +198,23 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
             d += 1
             c += 1
         deep = max(deep, d)
-    runs = n_lines * ((q_max - q_min + 2) // 2 + 1)
+    # the cells straddling each boundary position r (lo < r <= hi): first[r - q_min] + d for
+    # d < n_str[r - q_min], with their summed weight before r in f_str[(r - q_min) * deep + d]
+    n_pos = q_max - q_min + 2
+    n_str = np.zeros(n_pos, dtype=np.int64)
+    f_str = np.zeros(n_pos * deep, dtype=np.float64)
+    for u in range(n_pos):
+        r = q_min + u
+        c = first[u]
+        d = 0
+        while c < size and lo[c] < r:
+            f_str[u * deep + d] = cum[start[c] + r - lo[c]]
+            d += 1
+            c += 1
+        n_str[u] = d
+    # a line has at most `line_runs` nonzero runs; the arrays start at 4 a line and grow before a line could overflow them
+    line_runs = (q_max - q_min + 2) // 2 + 1
+    runs = 4 * n_lines + line_runs
     pe_cell = np.empty(2 * deep * runs + 1, dtype=np.int64)
     pe_val = np.empty(2 * deep * runs + 1, dtype=np.float64)
     fi_c0 = np.empty(runs + 1, dtype=np.int64)
@@ -207,6 +224,13 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
     nf = 0
     use_words = sb == 1 and words.size > 0
     for a in range(n_lines):
+        if nf + line_runs + 1 > fi_c0.size:
+            fi_c0 = _grown(fi_c0, nf + line_runs + 1)
+            fi_c1 = _grown(fi_c1, nf + line_runs + 1)
+            fi_v = _grown(fi_v, nf + line_runs + 1)
+        if ne + 2 * deep * line_runs + 1 > pe_cell.size:
+            pe_cell = _grown(pe_cell, ne + 2 * deep * line_runs + 1)
+            pe_val = _grown(pe_val, ne + 2 * deep * line_runs + 1)
         base = off + (p_min + a) * sa
         r = q_min
         while r <= q_max:
@@ -221,24 +245,26 @@ def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb
             if v == 0:
                 continue
             fv = np.float64(v)
-            c = first[s - q_min]
-            while c < size and lo[c] < s:  # windows holding the run's start (and maybe its end)
+            us = s - q_min
+            ue = r - q_min
+            fs = first[us]
+            fe = first[ue]
+            for d in range(n_str[us]):  # windows holding the run's start (and maybe its end)
+                c = fs + d
+                f_end = f_str[ue * deep + c - fe] if c >= fe else total[c]
                 pe_cell[ne] = c
-                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+                pe_val[ne] = fv * (f_end - f_str[us * deep + d])
                 ne += 1
-                c += 1
-            end = first[r - q_min]  # windows inside the run: [c, end)
-            if end > c:
+            c = fs + n_str[us]
+            if fe > c:  # windows inside the run: [c, fe)
                 fi_c0[nf] = c
-                fi_c1[nf] = end
+                fi_c1[nf] = fe
                 fi_v[nf] = fv
                 nf += 1
-            c = max(c, end)
-            while c < size and lo[c] < r:  # windows holding the run's end
-                pe_cell[ne] = c
-                pe_val[ne] = fv * (_cum_at(r, c, lo, hi, start, cum) - _cum_at(s, c, lo, hi, start, cum))
+            for d in range(max(c, fe) - fe, n_str[ue]):  # windows holding only the run's end
+                pe_cell[ne] = fe + d
+                pe_val[ne] = fv * f_str[ue * deep + d]
                 ne += 1
-                c += 1
         pe_start[a + 1] = ne
         fi_start[a + 1] = nf
     return pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total
@@ -269,8 +295,60 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 
 
 @njit(inline="always")
+def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b):
+    """Thresholded cells of a box with one sample per cell (``count == 1``: no side longer than ``size``).
+
+    Separable, like the one-sample kernel: the two source rows of output row ``i`` are interpolated
+    along x once (kept while the next output row reads them too) and blended along y, in float64 from
+    the float32 per-axis weights. torchvision's float32 value differs by at most ``7 * 2**-24``; a cell
+    within ``9 * _TOL_UNIT`` of the threshold is recomputed in its exact order.
+    """
+    band = 9 * _TOL_UNIT
+    t32 = np.float32(threshold)
+    one = np.float32(1.0)
+    x_lo = xlo * sx
+    x_hi = xhi * sx
+    wx_lo = xwl.astype(np.float64)
+    wx_hi = xwh.astype(np.float64)
+    row0 = np.empty(size, dtype=np.float64)
+    row1 = np.empty(size, dtype=np.float64)
+    key0 = -1
+    key1 = -1
+    for i in range(size):
+        ra = off + ylo[i] * sy
+        rb = off + yhi[i] * sy
+        if ra != key0:
+            if ra == key1:
+                row0, row1 = row1, row0
+                key0, key1 = key1, key0
+            else:
+                for j in range(size):
+                    row0[j] = wx_lo[j] * buf[ra + x_lo[j]] + wx_hi[j] * buf[ra + x_hi[j]]
+                key0 = ra
+        if rb != key1:
+            if rb == key0:
+                row1[:] = row0
+            else:
+                for j in range(size):
+                    row1[j] = wx_lo[j] * buf[rb + x_lo[j]] + wx_hi[j] * buf[rb + x_hi[j]]
+            key1 = rb
+        ya = np.float64(ywl[i])
+        yb = np.float64(ywh[i])
+        near = False  # branch-free first pass (vectorised), exact order only where needed
+        for j in range(size):
+            v = ya * row0[j] + yb * row1[j]
+            out_b[b, i, j] = v > threshold
+            near |= abs(v - threshold) <= band
+        if near:
+            for j in range(size):
+                if abs(ya * row0[j] + yb * row1[j] - threshold) <= band:
+                    out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, 1, 1, ylo, yhi, ywl, ywh,
+                                                 xlo, xhi, xwl, xwh, one) >= t32
+
+
+@njit(inline="always")
 def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
-    """Resample item ``b`` of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``)."""
+    """Resample item ``b`` of a ragged batch (``meta`` as in ``crop._crop_resize_ragged``)."""
     off = meta[b, 0]
     sy = meta[b, 1]
     sx = meta[b, 2]
@@ -282,6 +360,9 @@ def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, ou
         return  # no sample, or every sample outside the image: all zero
     count = gy * gx
     fcount = np.float32(count)
+    if binary and count == 1:
+        _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b)
+        return
     if not binary:
         for i in range(size):
             for j in range(size):
@@ -298,40 +379,55 @@ def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, ou
         sparse = _line_sums(buf, words, off, sy, y_min, y_max, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
         alo, ahi, astart, acum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
         p_min = y_min
-    pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total = sparse
+    acc = np.empty(size, dtype=np.float64)
     band = (count + 8) * _TOL_UNIT * count  # compare sums, not means: no division per cell
     level = threshold * count
     t32 = np.float32(threshold)
-    acc = np.empty(size, dtype=np.float64)
-    diff = np.empty(size + 1, dtype=np.float64)
     for p in range(size):
-        acc[:] = 0.0
-        diff[:] = 0.0
-        for k in range(alo[p], ahi[p] + 1):
-            w = acum[astart[p] + k - alo[p] + 1] - acum[astart[p] + k - alo[p]]
-            if w == 0.0:
-                continue
-            line = k - p_min
-            for e in range(pe_start[line], pe_start[line + 1]):
-                acc[pe_cell[e]] += w * pe_val[e]
-            for f in range(fi_start[line], fi_start[line + 1]):
-                diff[fi_c0[f]] += w * fi_v[f]
-                diff[fi_c1[f]] -= w * fi_v[f]
-        run = 0.0
-        for c in range(size):
-            run += diff[c]
-            v = acc[c] + run * total[c]
-            i, j = (c, p) if x_first else (p, c)
-            if abs(v - level) <= band:
-                out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
-                                             xlo, xhi, xwl, xwh, fcount) >= t32
-            else:
-                out_b[b, i, j] = v > level
+        _cell_sums(p, p_min, alo, ahi, astart, acum, sparse, acc)
+        near = False  # branch-free first pass (vectorised), exact order only where needed
+        if x_first:
+            for c in range(size):
+                out_b[b, c, p] = acc[c] > level
+                near |= abs(acc[c] - level) <= band
+        else:
+            for c in range(size):
+                out_b[b, p, c] = acc[c] > level
+                near |= abs(acc[c] - level) <= band
+        if near:
+            for c in range(size):
+                if abs(acc[c] - level) <= band:
+                    i, j = (c, p) if x_first else (p, c)
+                    out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
+                                                 xlo, xhi, xwl, xwh, fcount) >= t32
+
+
+@njit(inline="always")
+def _cell_sums(p, p_min, alo, ahi, astart, acum, sparse, acc):
+    """``acc[c]`` = the sum (not the mean) of the samples of cell ``c`` of output line ``p``, in float64.
+
+    Output line ``p`` reads the pixel lines ``alo[p]..ahi[p]`` of ``_line_sums`` with their cumulative
+    weights ``acum``; a full interval adds its value times each cell's total weight directly (a
+    vectorised loop, no running sum whose add latency would serialise the cells).
+    """
+    pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total = sparse
+    acc[:] = 0.0
+    for k in range(alo[p], ahi[p] + 1):
+        w = acum[astart[p] + k - alo[p] + 1] - acum[astart[p] + k - alo[p]]
+        if w == 0.0:
+            continue
+        line = k - p_min
+        for e in range(pe_start[line], pe_start[line + 1]):
+            acc[pe_cell[e]] += w * pe_val[e]
+        for f in range(fi_start[line], fi_start[line + 1]):
+            wf = w * fi_v[f]
+            for c in range(fi_c0[f], fi_c1[f]):
+                acc[c] += wf * total[c]
 
 
 @njit(parallel=True, cache=True)
 def adaptive_ragged(buf, words, meta, boxes, size, ratio, binary, threshold, out_f, out_b):
-    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``geometry._crop_resize_ragged``).
+    """Adaptive ROIAlign of every item of a ragged batch (``meta`` as in ``crop._crop_resize_ragged``).
 
     ``words``: ``buf`` viewed as uint64 when it is 8-byte aligned uint8, else an empty uint64 array.
     """

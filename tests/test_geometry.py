@@ -92,6 +92,31 @@ def test_adaptive_crop_resize_fortran_order_and_bad_ratio():
             crop_resize(masks, boxes, 8, sampling_ratio=bad)
 
 
+def test_adaptive_one_sample_cells_decide_ties_in_torchvision_order():
+    """Boxes no larger than the grid (one sample per cell, the separable path): samples halfway between
+    a 1 and a 0 pixel average to exactly 0.5, and those cells are decided in roi_align's float32 order."""
+    half = np.zeros((3, 8, 8), dtype=bool)
+    half[:, :, :4] = True
+    half[1] = half[1].T
+    half[2, 2:5, 1:6] = True
+    boxes = np.array([[0.5, 0.5, 8.5, 8.5], [0.5, 0.5, 8.5, 8.5], [-0.5, 1.5, 7.5, 7.5]], dtype=np.float32)
+    ref = _roi_align(half, boxes, 8, 0)
+    assert (ref == 0.5).sum() >= 16
+    np.testing.assert_array_equal(crop_resize(half, boxes, 8), ref >= 0.5)
+    np.testing.assert_array_equal(crop_resize(half, boxes, 8, threshold=0.75), ref >= 0.75)
+
+
+def test_adaptive_parallel_kernel_on_many_runs_per_line():
+    """A batch big enough for the parallel kernel, noisy masks (many runs a line: the run arrays grow)."""
+    rng = np.random.default_rng(3)
+    masks = rng.random((6, 150, 330)) > 0.6
+    masks[:, 20:120, 40:300] |= True
+    boxes = np.array([[0, 0, 330, 150], [-5, 10, 300, 140], [20, -3, 310, 149], [3.3, 2.2, 290.7, 130.1],
+                      [0, 0, 129, 150], [100, 5, 331, 151]], dtype=np.float32)
+    ref = _roi_align(masks, boxes, 128, 0)
+    np.testing.assert_array_equal(crop_resize(masks, boxes, 128), ref >= 0.5)
+
+
 def test_crop_resize_dtypes_and_torch_input():
     rng = np.random.default_rng(1)
     masks = _random_masks(rng, 5, 20, 30)

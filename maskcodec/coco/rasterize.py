@@ -49,16 +49,10 @@ def fill_rle(counts, height, r0, r1, c0, c1, buf, off):
             _fill_interval(start, pos, height, r0, r1, c0, c1, buf, off)
 
 
-@njit(cache=True)
-def _polygon_toggles(xy, k, h, w):
-    """Sorted column-major positions where the mask of a polygon switches, plus the sentinel h*w.
-
-    The same integer arithmetic as pycocotools' ``rleFrPoly`` (maskApi.c): the outline is traced
-    on a 5x upsampled grid, and each crossing of a pixel-column centre line becomes one switch
-    point; the pixels in [p0, p1), [p2, p3), ... are inside. Working in full-image coordinates
-    keeps the result bit-identical to ``annToMask``.
-    """
-    scale = 5.0
+@njit(inline="always")
+def _upsampled_vertices(xy, k, scale):
+    """The polygon's ``k`` vertices on the upsampled grid, closed (``k + 1`` int64 x and y), and the
+    number of points maskApi.c's trace of its outline has."""
     x = np.empty(k + 1, dtype=np.int64)
     y = np.empty(k + 1, dtype=np.int64)
     for j in range(k):
@@ -69,6 +63,39 @@ def _polygon_toggles(xy, k, h, w):
     m = 0
     for j in range(k):
         m += max(abs(x[j] - x[j + 1]), abs(y[j] - y[j + 1])) + 1
+    return x, y, m
+
+
+@njit(inline="always")
+def _column_switch(cu, pu, cv, pv, h, w, scale):
+    """Where the outline stepping from upsampled point (pu, pv) to (cu, cv) (a new column) switches
+    the mask: its column-major pixel position, or -1 when the step crosses no pixel-column centre line
+    inside the image."""
+    xd = float(cu if cu < pu else cu - 1)
+    xd = (xd + 0.5) / scale - 0.5
+    if not (math.floor(xd) == xd and xd >= 0 and xd <= w - 1):
+        return -1
+    yd = float(cv if cv < pv else pv)
+    yd = (yd + 0.5) / scale - 0.5
+    if yd < 0:
+        yd = 0.0
+    elif yd > h:
+        yd = float(h)
+    yd = math.ceil(yd)
+    return int(xd) * h + int(yd)
+
+
+@njit(cache=True)
+def _polygon_toggles(xy, k, h, w):
+    """Sorted column-major positions where the mask of a polygon switches, plus the sentinel h*w.
+
+    The same integer arithmetic as pycocotools' ``rleFrPoly`` (maskApi.c): the outline is traced
+    on a 5x upsampled grid, and each crossing of a pixel-column centre line becomes one switch
+    point; the pixels in [p0, p1), [p2, p3), ... are inside. Working in full-image coordinates
+    keeps the result bit-identical to ``annToMask``.
+    """
+    scale = 5.0
+    x, y, m = _upsampled_vertices(xy, k, scale)
     pos = np.empty(m + 1, dtype=np.int64)
     n = 0
     # walk the traced outline point by point (the order of maskApi.c's u/v arrays) and keep the
@@ -103,17 +130,9 @@ def _polygon_toggles(xy, k, h, w):
             if first:
                 first = False
             elif cu != pu:
-                xd = float(cu if cu < pu else cu - 1)
-                xd = (xd + 0.5) / scale - 0.5
-                if math.floor(xd) == xd and xd >= 0 and xd <= w - 1:
-                    yd = float(cv if cv < pv else pv)
-                    yd = (yd + 0.5) / scale - 0.5
-                    if yd < 0:
-                        yd = 0.0
-                    elif yd > h:
-                        yd = float(h)
-                    yd = math.ceil(yd)
-                    pos[n] = int(xd) * h + int(yd)
+                p = _column_switch(cu, pu, cv, pv, h, w, scale)
+                if p >= 0:
+                    pos[n] = p
                     n += 1
             pu = cu
             pv = cv

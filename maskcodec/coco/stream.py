@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
-from ..geometry import _check_sampling_ratio, _sample_regions, crop_resize
+from ..crop import _check_sampling_ratio, _sample_regions, crop_resize
 from ..parallel import parallel_allowed
 from .instances import annotation_mask, read_instances
 from .merge import merge_files
@@ -97,7 +97,7 @@ def iter_mask_batches(
         an image met twice is read once; ids are renumbered where two files share them)
     mask_size : int
         Side N of the output masks (each annotation's mask is cropped to its "bbox" and
-        resampled like ``geometry.crop_resize``, binarised at 0.5).
+        resampled like ``maskcodec.crop.crop_resize``, binarised at 0.5).
     sampling_ratio : 0 or 1
         ``crop_resize``'s sampling: 0 (default) averages ceil(box side / N) bilinear samples per
         cell and axis, as roi_align(sampling_ratio=0) and the official SOLQ targets; 1 takes one.
@@ -120,6 +120,23 @@ def iter_mask_batches(
     ------
     MaskBatch chunks of at most ``batch_size`` masks, in annotation-file order.
     """
+    _check_stream_args(mask_size, batch_size, max_masks)
+    sampling_ratio = _check_sampling_ratio(sampling_ratio)
+    report = skipped if skipped is not None else SkipReport()
+    coco = _read_source(source, report)
+    remaining = math.inf if max_masks is None else int(max_masks)
+    if remaining == 0:
+        return
+    for anns in _annotation_chunks(coco, image_ids, int(batch_size)):
+        for batch in _process_chunk(coco, anns, int(mask_size), include_crowd, report, sampling_ratio):
+            take = min(len(batch), remaining)
+            yield batch if take == len(batch) else _head(batch, int(take))
+            remaining -= take
+            if remaining <= 0:
+                return
+
+
+def _check_stream_args(mask_size: Any, batch_size: Any, max_masks: Any) -> None:
     if isinstance(mask_size, bool) or not isinstance(mask_size, (int, np.integer)) or mask_size < 1:
         raise ValueError(f"mask_size must be a positive integer, got {mask_size!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
@@ -127,30 +144,21 @@ def iter_mask_batches(
     if max_masks is not None and (isinstance(max_masks, bool) or not isinstance(max_masks, (int, np.integer))
                                   or max_masks < 0):
         raise ValueError(f"max_masks must be a non-negative integer or None, got {max_masks!r}")
-    sampling_ratio = _check_sampling_ratio(sampling_ratio)
-    report = skipped if skipped is not None else SkipReport()
-    coco = _read_source(source, report)
+
+
+def _annotation_chunks(coco: COCO, image_ids: Iterable[int] | None, batch_size: int) -> Iterator[list[dict]]:
+    """The annotations (of ``image_ids`` only, when given) in file order, ``batch_size`` at a time."""
     wanted = None if image_ids is None else {int(i) for i in image_ids}
-    remaining = math.inf if max_masks is None else int(max_masks)
-    if remaining == 0:
-        return
     pending: list[dict] = []
     for ann in coco.dataset["annotations"]:
         if wanted is not None and ann.get("image_id") not in wanted:
             continue
         pending.append(ann)
         if len(pending) >= batch_size:
-            for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report, sampling_ratio):
-                take = min(len(batch), remaining)
-                yield batch if take == len(batch) else _head(batch, int(take))
-                remaining -= take
-                if remaining <= 0:
-                    return
+            yield pending
             pending = []
     if pending:
-        for batch in _process_chunk(coco, pending, int(mask_size), include_crowd, report, sampling_ratio):
-            take = min(len(batch), remaining)
-            yield batch if take == len(batch) else _head(batch, int(take))
+        yield pending
 
 
 def _read_source(source: Any, report: SkipReport) -> COCO:
