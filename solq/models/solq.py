@@ -42,6 +42,41 @@ class MLP(nn.Module):
         return x
 
 
+def _check_settings(*, vector_bias_init: str, two_stage: bool, with_box_refine: bool, **positive: int) -> None:
+    """Reject settings the model cannot be built with, with a message naming the setting."""
+    for name, value in positive.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    d_model, nheads = positive["d_model"], positive["nheads"]
+    if d_model % 32 != 0:
+        raise ValueError(f"d_model ({d_model}) must be a multiple of 32 (GroupNorm(32) input projections)")
+    if d_model % nheads != 0:
+        raise ValueError(f"d_model ({d_model}) must be divisible by nheads ({nheads})")
+    if positive["num_feature_levels"] == 2:
+        raise ValueError("num_feature_levels must be 1 (C5 only) or >= 3 (C3-C5 plus extra stride-2 levels)")
+    if vector_bias_init not in VECTOR_BIAS_INITS:
+        raise ValueError(f"vector_bias_init must be one of {VECTOR_BIAS_INITS}, got {vector_bias_init!r}")
+    if two_stage and not with_box_refine:
+        raise ValueError("two_stage=True requires with_box_refine=True (as in Deformable DETR)")
+
+
+def _input_projections(channels: list[int], num_feature_levels: int, d_model: int) -> nn.ModuleList:
+    """1x1 conv + GroupNorm per backbone level, then stride-2 3x3 convs for the extra levels (xavier init)."""
+    proj = []
+    in_channels = channels[-1]
+    for c in channels:
+        proj.append(nn.Sequential(nn.Conv2d(c, d_model, kernel_size=1), nn.GroupNorm(32, d_model)))
+    for _ in range(num_feature_levels - len(channels)):
+        proj.append(nn.Sequential(nn.Conv2d(in_channels, d_model, kernel_size=3, stride=2, padding=1),
+                                  nn.GroupNorm(32, d_model)))
+        in_channels = d_model
+    proj = nn.ModuleList(proj)
+    for p in proj:
+        nn.init.xavier_uniform_(p[0].weight, gain=1)
+        nn.init.zeros_(p[0].bias)
+    return proj
+
+
 class SOLQ(nn.Module):
     """SOLQ instance segmentation model.
 
@@ -99,21 +134,10 @@ class SOLQ(nn.Module):
         vector_bias_init: str = "official",
     ):
         super().__init__()
-        for name, value in [("num_classes", num_classes), ("n_vector", n_vector), ("d_model", d_model),
-                            ("num_feature_levels", num_feature_levels), ("num_queries", num_queries),
-                            ("dec_layers", dec_layers), ("nheads", nheads), ("n_points", n_points)]:
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if d_model % 32 != 0:
-            raise ValueError(f"d_model ({d_model}) must be a multiple of 32 (GroupNorm(32) input projections)")
-        if d_model % nheads != 0:
-            raise ValueError(f"d_model ({d_model}) must be divisible by nheads ({nheads})")
-        if num_feature_levels == 2:
-            raise ValueError("num_feature_levels must be 1 (C5 only) or >= 3 (C3-C5 plus extra stride-2 levels)")
-        if vector_bias_init not in VECTOR_BIAS_INITS:
-            raise ValueError(f"vector_bias_init must be one of {VECTOR_BIAS_INITS}, got {vector_bias_init!r}")
-        if two_stage and not with_box_refine:
-            raise ValueError("two_stage=True requires with_box_refine=True (as in Deformable DETR)")
+        _check_settings(num_classes=num_classes, n_vector=n_vector, d_model=d_model,
+                        num_feature_levels=num_feature_levels, num_queries=num_queries, dec_layers=dec_layers,
+                        nheads=nheads, n_points=n_points, vector_bias_init=vector_bias_init,
+                        two_stage=two_stage, with_box_refine=with_box_refine)
         self.num_classes = num_classes
         self.n_vector = n_vector
         self.num_queries = num_queries
@@ -132,22 +156,18 @@ class SOLQ(nn.Module):
         )
         set_attn_backend(self.transformer, attn_backend)
 
-        proj = []
-        in_channels = self.backbone.num_channels[-1]
-        for c in self.backbone.num_channels:
-            proj.append(nn.Sequential(nn.Conv2d(c, d_model, kernel_size=1), nn.GroupNorm(32, d_model)))
-        for _ in range(num_feature_levels - len(self.backbone.num_channels)):
-            proj.append(nn.Sequential(nn.Conv2d(in_channels, d_model, kernel_size=3, stride=2, padding=1),
-                                      nn.GroupNorm(32, d_model)))
-            in_channels = d_model
-        self.input_proj = nn.ModuleList(proj)
-        for p in self.input_proj:
-            nn.init.xavier_uniform_(p[0].weight, gain=1)
-            nn.init.zeros_(p[0].bias)
+        self.input_proj = _input_projections(self.backbone.num_channels, num_feature_levels, d_model)
 
         if not two_stage:
             self.query_embed = nn.Embedding(num_queries, d_model * 2)
 
+        self._init_heads(d_model, num_classes, n_vector, vector_hidden_dim, dec_layers, vector_bias_init)
+
+    def _init_heads(self, d_model: int, num_classes: int, n_vector: int, vector_hidden_dim: int, dec_layers: int,
+                    vector_bias_init: str) -> None:
+        """Class, box and mask-vector heads with the official initialisation (per-layer copies with box
+        refinement, one shared module otherwise; one mask-vector MLP shared by all layers)."""
+        two_stage, with_box_refine, with_vector = self.two_stage, self.with_box_refine, self.with_vector
         class_embed = nn.Linear(d_model, num_classes)
         nn.init.constant_(class_embed.bias, -math.log((1 - 0.01) / 0.01))
         bbox_embed = MLP(d_model, d_model, 4, 3)
