@@ -268,52 +268,14 @@ def write_shapes_dataset(
     a dataset written with the same parameters, it is reused as is; any other non-empty ``out_dir``
     raises ``FileExistsError`` unless ``overwrite=True``.
     """
-    if not isinstance(n_images, (int, np.integer)) or n_images < 1:
-        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
-    n_val = max(1, int(n_images) // 4) if n_val is None else n_val
-    if not isinstance(n_val, (int, np.integer)) or n_val < 0:
-        raise ValueError(f"n_val must be a non-negative integer, got {n_val!r}")
-    if not 1 <= int(n_classes) <= len(SHAPE_CLASSES):
-        raise ValueError(f"n_classes must be in 1..{len(SHAPE_CLASSES)}, got {n_classes!r}")
-    if int(max_objects) < 1:
-        raise ValueError(f"max_objects must be >= 1, got {max_objects!r}")
-    if not 0.0 <= float(empty_fraction) <= 1.0:
-        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction!r}")
-    params = {
-        "format": "solq-shapes",
-        "version": _FORMAT_VERSION,
-        "n_images": int(n_images),
-        "n_val": int(n_val),
-        "image_size": [list(r) for r in _parse_size(image_size)],
-        "seed": int(seed),
-        "n_classes": int(n_classes),
-        "max_objects": int(max_objects),
-        "empty_fraction": float(empty_fraction),
-    }
-    splits = {"train": int(n_images)}
-    if n_val:
-        splits["val"] = int(n_val)
+    params = _shapes_params(n_images, n_val, image_size, seed, n_classes, max_objects, empty_fraction)
+    splits = {"train": params["n_images"]}
+    if params["n_val"]:
+        splits["val"] = params["n_val"]
     out_dir = Path(out_dir)
-    manifest = out_dir / "shapes.json"
-    if out_dir.exists():
-        if not out_dir.is_dir():
-            raise FileExistsError(f"{out_dir} exists and is not a folder")
-        if any(out_dir.iterdir()):
-            same = False
-            if manifest.is_file():
-                try:
-                    same = json.loads(manifest.read_text()) == params
-                except (OSError, json.JSONDecodeError):
-                    same = False
-            paths = _split_paths(out_dir, list(splits))
-            if same and not overwrite and all(p.ann_file.is_file() and p.image_dir.is_dir() for p in paths.values()):
-                return paths
-            if not overwrite:
-                raise FileExistsError(
-                    f"{out_dir} is not empty and does not hold a shapes dataset with these parameters; "
-                    "choose another folder or pass overwrite=True to replace it"
-                )
-
+    existing = _reusable(out_dir, params, list(splits), overwrite)
+    if existing is not None:
+        return existing
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
@@ -331,3 +293,56 @@ def write_shapes_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return _split_paths(out_dir, list(splits))
+
+
+def _shapes_params(n_images, n_val, image_size, seed, n_classes, max_objects, empty_fraction) -> dict[str, Any]:
+    """Check ``write_shapes_dataset``'s arguments; the manifest dict (``shapes.json``) they define."""
+    if not isinstance(n_images, (int, np.integer)) or n_images < 1:
+        raise ValueError(f"n_images must be a positive integer, got {n_images!r}")
+    n_val = max(1, int(n_images) // 4) if n_val is None else n_val
+    if not isinstance(n_val, (int, np.integer)) or n_val < 0:
+        raise ValueError(f"n_val must be a non-negative integer, got {n_val!r}")
+    if not 1 <= int(n_classes) <= len(SHAPE_CLASSES):
+        raise ValueError(f"n_classes must be in 1..{len(SHAPE_CLASSES)}, got {n_classes!r}")
+    if int(max_objects) < 1:
+        raise ValueError(f"max_objects must be >= 1, got {max_objects!r}")
+    if not 0.0 <= float(empty_fraction) <= 1.0:
+        raise ValueError(f"empty_fraction must be in [0, 1], got {empty_fraction!r}")
+    return {
+        "format": "solq-shapes",
+        "version": _FORMAT_VERSION,
+        "n_images": int(n_images),
+        "n_val": int(n_val),
+        "image_size": [list(r) for r in _parse_size(image_size)],
+        "seed": int(seed),
+        "n_classes": int(n_classes),
+        "max_objects": int(max_objects),
+        "empty_fraction": float(empty_fraction),
+    }
+
+
+def _reusable(out_dir: Path, params: dict, splits: list[str], overwrite: bool) -> dict[str, SplitPaths] | None:
+    """The split paths of a complete dataset already in ``out_dir`` with the same ``params`` (None: write it).
+    Raises ``FileExistsError`` for any other non-empty ``out_dir`` unless ``overwrite``."""
+    if not out_dir.exists():
+        return None
+    if not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder")
+    if not any(out_dir.iterdir()):
+        return None
+    manifest = out_dir / "shapes.json"
+    same = False
+    if manifest.is_file():
+        try:
+            same = json.loads(manifest.read_text()) == params
+        except (OSError, json.JSONDecodeError):
+            same = False
+    paths = _split_paths(out_dir, splits)
+    if same and not overwrite and all(p.ann_file.is_file() and p.image_dir.is_dir() for p in paths.values()):
+        return paths
+    if not overwrite:
+        raise FileExistsError(
+            f"{out_dir} is not empty and does not hold a shapes dataset with these parameters; "
+            "choose another folder or pass overwrite=True to replace it"
+        )
+    return None
