@@ -89,18 +89,7 @@ def via_to_coco(
     """
     via_json_path = Path(via_json_path)
     image_dir = via_json_path.parent if image_dir is None else Path(image_dir)
-    try:
-        with open(via_json_path, "rb") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"VIA file not found: {via_json_path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"VIA file {via_json_path} is not valid JSON ({err})") from err
-    if isinstance(data, dict) and "_via_img_metadata" in data:
-        data = data["_via_img_metadata"]
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and "filename" in v for v in data.values()):
-        raise ValueError(f"{via_json_path} is not a VIA region file: expected {{key: {{'filename', 'regions'}}}}")
-
+    data = _read_via(via_json_path)
     entries = sorted(data.values(), key=lambda e: e["filename"])
     images, annotations, raw = [], [], []
     for image_id, entry in enumerate(entries, start=1):
@@ -111,14 +100,7 @@ def via_to_coco(
             polygon = [v + pixel_offset for v in _region_polygon(region.get("shape_attributes", {}), where)]
             if len(polygon) < 6:
                 raise ValueError(f"{where}: a polygon needs at least 3 points, got {len(polygon) // 2}")
-            name = category_name
-            if category_attribute is not None:
-                value = region.get("region_attributes", {}).get(category_attribute)
-                if isinstance(value, dict):  # VIA 2 checkbox attributes: {option: true}
-                    value = next((o for o, on in value.items() if on), None)
-                if not value:
-                    raise ValueError(f"{where}: no region attribute {category_attribute!r} to take the class from")
-                name = str(value)
+            name = _region_category(region, category_name, category_attribute, where)
             raw.append((image_id, height, width, polygon, name))
 
     names = sorted({r[4] for r in raw}) if category_attribute is not None else [category_name]
@@ -141,6 +123,34 @@ def via_to_coco(
         "annotations": annotations,
         "categories": [{"id": cat_id[n], "name": n, "supercategory": n} for n in names],
     }
+
+
+def _read_via(via_json_path: Path) -> dict[str, dict]:
+    """``{key: {"filename", "regions", ...}}`` of a VIA 1 or VIA 2 (project file) json."""
+    try:
+        with open(via_json_path, "rb") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"VIA file not found: {via_json_path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"VIA file {via_json_path} is not valid JSON ({err})") from err
+    if isinstance(data, dict) and "_via_img_metadata" in data:
+        data = data["_via_img_metadata"]
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "filename" in v for v in data.values()):
+        raise ValueError(f"{via_json_path} is not a VIA region file: expected {{key: {{'filename', 'regions'}}}}")
+    return data
+
+
+def _region_category(region: dict, category_name: str, category_attribute: str | None, where: str) -> str:
+    """The class name of a region: ``category_name``, or the value of its ``category_attribute``."""
+    if category_attribute is None:
+        return category_name
+    value = region.get("region_attributes", {}).get(category_attribute)
+    if isinstance(value, dict):  # VIA 2 checkbox attributes: {option: true}
+        value = next((o for o, on in value.items() if on), None)
+    if not value:
+        raise ValueError(f"{where}: no region attribute {category_attribute!r} to take the class from")
+    return str(value)
 
 
 def write_coco(coco: dict[str, Any], path: str | os.PathLike) -> Path:
