@@ -384,7 +384,7 @@ def run(args, n: int, k: int, argv) -> None:
             text = old + body + "\n"
         else:  # a hand-written "## Notes" section of the old file stays, after the new tables
             notes = old[old.find("\n## Notes"):] if "\n## Notes" in old else ""
-            text = body.rstrip("\n") + "\n" + notes.strip("\n") + ("\n" if notes else "")
+            text = body.rstrip("\n") + "\n" + ("\n" + notes.strip("\n") + "\n" if notes else "")
         atomic_write(args.out, text)
 
 
