@@ -30,7 +30,8 @@ from numba import njit, prange
 from .dct_basis import dct_matrix, zigzag_indices
 from .parallel import parallel_allowed
 
-#: fastmath without "nnan"/"ninf": the encode kernel must still see NaN and infinity to report them.
+#: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
+#: validates them through their bit patterns and reports NaN and infinity).
 #: The per-row helpers below are inlined into the per-mask loops by numba (inline="always").
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _ENC_GROUP = 4  # basis rows per pass of the encode dot products (the basis is zero-padded to a multiple)
@@ -115,12 +116,16 @@ def encode_dense(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, bool
     if b == 0:
         return out, True
     masks = np.ascontiguousarray(masks)
-    args = (masks, *encode_tables(n, n_components), out)
+    bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
+    args = (masks, bits, *encode_tables(n, n_components), out)
     if b < _PARALLEL_MIN or not parallel_allowed():
-        bad = _encode_range(0, b, *args)
+        largest = _encode_range(0, b, *args)
     else:
-        bad = _encode_parallel(b, _CHUNK, *args)
-    return out, bool(bad == 0.0)
+        largest = _encode_parallel(b, _CHUNK, *args)
+    # Every value in [0, 1] has a bit pattern at most that of 1.0 (no sign bit; NaN and infinity
+    # lie above). A larger one is a bad value or a negative zero: only then a full check.
+    valid = largest <= np.array(1.0, masks.dtype).view(bits.dtype)
+    return out, bool(valid or ((masks >= 0.0) & (masks <= 1.0)).all())
 
 
 def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
@@ -141,22 +146,20 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- encode
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
-    """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns 0 when every
-    value of the row lies in [0, 1], else a positive count, NaN or infinity."""
+def _row_butterfly(masks, bits, m, i, s, d, largest):  # pragma: no cover - numba
+    """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns the largest of
+    ``largest`` and the row's bit patterns (``bits``: the masks viewed as unsigned integers; a
+    value lies in [0, 1] when its pattern is at most that of 1.0: one integer max per value)."""
     n = masks.shape[1]
-    row = masks[m, i]  # a row view: measured faster than 3-D indexing here
-    bad = np.float32(0.0)
-    total = np.float32(0.0)
+    row = masks[m, i]  # row views: measured faster than 3-D indexing here
+    row_bits = bits[m, i]
     for ls in range(n // 2):
-        lu = np.uint64(ls)
-        x, y = row[lu], row[np.uint64(n - 1 - ls)]  # checked in their own dtype, then float32
-        bad += np.float32(x < 0.0) + np.float32(x > 1.0) + np.float32(y < 0.0) + np.float32(y > 1.0)
-        a, b = np.float32(x), np.float32(y)
-        total += a + b
+        lu, ru = np.uint64(ls), np.uint64(n - 1 - ls)
+        largest = max(largest, max(row_bits[lu], row_bits[ru]))
+        a, b = np.float32(row[lu]), np.float32(row[ru])
         s[lu] = a + b
         d[lu] = a - b
-    return bad + total * np.float32(0.0)  # NaN or infinity anywhere keeps the sum non-finite
+    return largest
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
@@ -198,20 +201,20 @@ def _column_products(m, rows, g, zk, zh, zj, first, last, out):  # pragma: no co
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
-    """Encode masks ``start:stop`` serially; returns the validity sum (0 when all values are valid)."""
+def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+    """Encode masks ``start:stop`` serially; returns the largest bit pattern of their values."""
     n = masks.shape[1]
     nl = n // 2
     s0, d0 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)  # butterflies of rows i and i + 1
     s1, d1 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)
     ge = np.zeros((be.shape[0], n + 1), np.float32)  # column n: scratch for the last row of odd N
     go = np.zeros((bo.shape[0], n + 1), np.float32)
-    bad = np.float32(0.0)
+    largest = bits[start, 0, 0]
     for m in range(start, stop):
         for i in range(0, n, 2):
-            bad += _row_butterfly(masks, m, i, s0, d0)
+            largest = _row_butterfly(masks, bits, m, i, s0, d0, largest)
             if i + 1 < n:
-                bad += _row_butterfly(masks, m, i + 1, s1, d1)
+                largest = _row_butterfly(masks, bits, m, i + 1, s1, d1, largest)
                 _pair_products(i, be, s0, s1, ge)
                 _pair_products(i, bo, d0, d1, go)
             else:  # the last row of odd N goes alone (its twin lands in the scratch column)
@@ -219,23 +222,23 @@ def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out)
                 _pair_products(i, bo, d0, d0, go)
         if n % 2:  # the middle column of odd N meets only the even column frequencies
             for i in range(n):
-                x = masks[m, i, nl]
-                a = np.float32(x)
-                bad += np.float32(x < 0.0) + np.float32(x > 1.0) + a * np.float32(0.0)
+                largest = max(largest, bits[m, i, nl])
+                a = np.float32(masks[m, i, nl])
                 for j in range(be.shape[0]):
                     ge[j, i] += a * mid[j]
         _column_products(m, rows, ge, zk, zh, zj, 0, split, out)
         _column_products(m, rows, go, zk, zh, zj, split, zk.shape[0], out)
-    return bad
+    return largest
 
 
 @njit(parallel=True, cache=True)
-def _encode_parallel(b, chunk, masks, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+def _encode_parallel(b, chunk, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
-    bad = np.zeros(n_chunks, np.float32)
+    largest = np.zeros(n_chunks, bits.dtype)
     for c in prange(n_chunks):
-        bad[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), masks, be, bo, mid, rows, zk, zh, zj, split, out)
-    return bad.sum()
+        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), masks, bits, be, bo, mid, rows, zk, zh, zj,
+                                   split, out)
+    return largest.max()
 
 
 # ---------------------------------------------------------------------------------------- decode

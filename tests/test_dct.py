@@ -166,6 +166,17 @@ def test_dense_encode_finds_every_bad_value(n, bad, where):
         DCTCodec(mask_size=n, n_components=10).encode(m)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_encode_accepts_negative_zero(dtype):
+    from maskcodec.dct_dense import encode_dense
+
+    m = np.full((300, 9, 9), 0.5, dtype)  # the parallel kernel too
+    m[[0, 299], 4, 4] = -0.0  # its bit pattern lies above that of 1.0: the full check clears it
+    out, valid = encode_dense(m, 10)
+    assert valid
+    np.testing.assert_allclose(out, zigzag_dctn(m, 10), atol=1e-5)
+
+
 def test_dense_encode_checks_float64_values_before_rounding():
     m = np.full((1, 7, 7), 0.5)
     m[0, 2, 3] = 1 + 1e-12  # rounds to 1.0 in float32, still out of range
