@@ -16,7 +16,7 @@ Only the rows and columns of f that the zigzag prefix touches are ever computed 
 * encode, numpy float32/float64 masks: the same run-length kernel, which checks that each mask
   holds only 0 and 1 in the pass that reads it and stops at the first row holding another
   value; those masks take ``maskcodec.dct_dense``, a numba kernel that validates the values
-  and transforms each mask in cache, with fewer multiply-adds than the GEMMs (the basis's
+  and transforms each mask in cache, with half the multiply-adds of the GEMMs (the basis's
   even/odd symmetry);
 * decode, numpy: ``maskcodec.dct_dense`` reads the vectors and writes the (B, N, N) output once
   (no scatter into a spectrum, no temporaries);
