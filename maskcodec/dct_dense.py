@@ -60,7 +60,8 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
 
     ``be`` / ``bo``: even / odd column frequencies of the basis on the left half, (>= Kc/2, N//2)
     float32, zero-padded to a multiple of 4 rows; ``mid``: the even frequencies at the middle
-    column of odd N (zeros for even N); ``rows``: the Kr row frequencies, (Kr, N) float32;
+    column of odd N (zeros for even N); ``rows``: the Kr row frequencies on the top half,
+    (Kr, (N+1)//2) float32 (odd ones zero at the middle row of odd N);
     ``zk``, ``zh``, ``zj``: for the even-column coefficients, then the odd-column ones, the
     output position, the row frequency and the index into ``be`` / ``bo``; ``split``: where
     the odd-column entries start.
@@ -75,9 +76,12 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
     mid = np.zeros(be.shape[0], np.float32)
     if n % 2:
         mid[: (kc + 1) // 2] = basis[0:kc:2, nl]
+    rows = basis[:kr, : (n + 1) // 2].astype(np.float32)
+    if n % 2:
+        rows[1::2, n // 2] = 0.0  # exactly: cos(pi * h / 2) for odd h
     order = np.concatenate([np.flatnonzero(zc % 2 == 0), np.flatnonzero(zc % 2 == 1)])
     split = int(np.count_nonzero(zc % 2 == 0))
-    return _frozen(be, bo, mid, basis[:kr].astype(np.float32), order, zr[order].copy(), zc[order] // 2) + (split,)
+    return _frozen(be, bo, mid, rows, order, zr[order].copy(), zc[order] // 2) + (split,)
 
 
 @functools.lru_cache(maxsize=16)
@@ -189,14 +193,36 @@ def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _column_products(m, rows, g, zk, zh, zj, first, last, out):  # pragma: no cover - numba
-    """out[m, zk[t]] = rows[zh[t]] . g[zj[t]] for t in [first, last): the column transform, only
-    at the zigzag coefficients."""
+def _fold_columns(g, n, folded):  # pragma: no cover - numba
+    """folded[j] = g[j, i] + g[j, N-1-i] and folded[J + j] = g[j, i] - g[j, N-1-i] for i < N/2
+    (J = rows of g; for odd N the middle entry is g[j, N//2] and 0): the butterflies of the
+    column transform, which the row basis's even/odd symmetry turns into half-length products."""
+    nl = n // 2
+    rows_g = folded.shape[0] // 2
+    for j in range(rows_g):
+        ju, du = np.uint64(j), np.uint64(rows_g + j)
+        for ls in range(nl):
+            lu = np.uint64(ls)
+            a, b = g[ju, lu], g[ju, np.uint64(n - 1 - ls)]
+            folded[ju, lu] = a + b
+            folded[du, lu] = a - b
+        if n % 2:
+            folded[ju, np.uint64(nl)] = g[ju, np.uint64(nl)]
+            folded[du, np.uint64(nl)] = 0.0
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _column_products(m, rows, folded, zk, zh, zj, first, last, out):  # pragma: no cover - numba
+    """out[m, zk[t]] = A[h] . g[j] for t in [first, last), h = zh[t], j = zj[t]: the column
+    transform, only at the zigzag coefficients, on half columns (``folded`` from
+    ``_fold_columns``; ``rows``: the row basis on the top half)."""
+    odd_offset = folded.shape[0] // 2
     for t in range(first, last):
-        h, j = np.uint64(zh[t]), np.uint64(zj[t])
+        h = np.uint64(zh[t])
+        j = np.uint64(zj[t] + (zh[t] & 1) * odd_offset)
         acc = np.float32(0.0)
         for ls in range(rows.shape[1]):
-            acc += rows[h, np.uint64(ls)] * g[j, np.uint64(ls)]
+            acc += rows[h, np.uint64(ls)] * folded[j, np.uint64(ls)]
         out[m, zk[t]] = acc
 
 
@@ -209,6 +235,8 @@ def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split
     s1, d1 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)
     ge = np.zeros((be.shape[0], n + 1), np.float32)  # column n: scratch for the last row of odd N
     go = np.zeros((bo.shape[0], n + 1), np.float32)
+    fe = np.zeros((2 * be.shape[0], rows.shape[1]), np.float32)
+    fo = np.zeros((2 * bo.shape[0], rows.shape[1]), np.float32)
     largest = bits[start, 0, 0]
     for m in range(start, stop):
         for i in range(0, n, 2):
@@ -226,8 +254,10 @@ def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split
                 a = np.float32(masks[m, i, nl])
                 for j in range(be.shape[0]):
                     ge[j, i] += a * mid[j]
-        _column_products(m, rows, ge, zk, zh, zj, 0, split, out)
-        _column_products(m, rows, go, zk, zh, zj, split, zk.shape[0], out)
+        _fold_columns(ge, n, fe)
+        _fold_columns(go, n, fo)
+        _column_products(m, rows, fe, zk, zh, zj, 0, split, out)
+        _column_products(m, rows, fo, zk, zh, zj, split, zk.shape[0], out)
     return largest
 
 
