@@ -6,6 +6,9 @@ with 0 and with 1 and bit-casts the two ``<64 x i1>`` results to integers; on x8
 float32 mask runs at memory bandwidth. numba has no portable way to write this as a loop (the
 loop it vectorises shifts 64-bit lanes, several times slower); LLVM lowers the same IR on
 other CPUs too. Used by the run-length DCT kernel (``maskcodec.dct_runs``).
+
+numba's on-disk cache of a kernel is keyed on the kernel's own source file: after editing this
+module, delete ``maskcodec/__pycache__/dct_runs.*.nb[ic]`` so the kernels are compiled again.
 """
 
 from __future__ import annotations
