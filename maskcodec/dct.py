@@ -13,11 +13,11 @@ Only the rows and columns of f that the zigzag prefix touches are ever computed 
 
 * encode, numpy bool or uint8 masks: ``maskcodec.dct_runs``, a numba kernel over the runs of
   each row whose cost follows the mask boundary (compiled on first use, cached on disk);
-* encode, numpy float32/float64 masks, 256 at a time: a scan that stops at the first value
-  other than 0 and 1 sends chunks holding only 0 and 1 to the run-length kernel too
-  (``dct_runs.scan_float_chunk``); other chunks take ``maskcodec.dct_dense``, a numba kernel
-  that validates the values and transforms each mask in cache, with half the multiply-adds of
-  the GEMMs (the basis's even/odd symmetry);
+* encode, numpy float32/float64 masks: the same run-length kernel, which checks that each mask
+  holds only 0 and 1 in the pass that reads it and stops at the first row holding another
+  value; those masks take ``maskcodec.dct_dense``, a numba kernel that validates the values
+  and transforms each mask in cache, with half the multiply-adds of the GEMMs (the basis's
+  even/odd symmetry);
 * decode, numpy: ``maskcodec.dct_dense`` reads the vectors and writes the (B, N, N) output once
   (no scatter into a spectrum, no temporaries);
 * torch and cupy (CPU or GPU): encode is one GEMM (B*N, N) @ (N, Kc) over all rows, then a
@@ -41,9 +41,6 @@ from .backend import Array
 from .base import MaskCodec
 from .dct_basis import dct_matrix, zigzag_indices
 from .registry import register_codec
-
-_LITTLE_ENDIAN = sys.byteorder == "little"
-_FLOAT_CHUNK = 256  #: float masks scanned, then encoded, per chunk (4 MiB of bytes at N = 128)
 
 
 @register_codec("dct")
@@ -100,10 +97,10 @@ class DCTCodec(MaskCodec):
 
     # -- validation ------------------------------------------------------------------
     def _validate_masks(self, masks: Array) -> Array:
-        """numpy float masks: shape only here; their values are checked chunk by chunk in the
-        same pass that spots 0/1 chunks (``_encode_float``). Everything else: ``MaskCodec``."""
+        """numpy float masks: shape only here; their values are checked by the kernels that
+        read them (``_encode_float``). Everything else: ``MaskCodec``."""
         n = self.mask_size
-        if (isinstance(masks, np.ndarray) and masks.dtype in (np.float32, np.float64) and _LITTLE_ENDIAN
+        if (isinstance(masks, np.ndarray) and masks.dtype in (np.float32, np.float64)
                 and masks.ndim == 3 and masks.shape[1:] == (n, n)):
             return masks
         return super()._validate_masks(masks)
@@ -111,38 +108,32 @@ class DCTCodec(MaskCodec):
     # -- transforms ----------------------------------------------------------------
     def _encode(self, masks: Array) -> Array:
         kind = backend.backend_of(masks)
-        if kind == "numpy" and masks.dtype in (np.bool_, np.uint8) and _LITTLE_ENDIAN:
+        if kind == "numpy" and masks.dtype in (np.bool_, np.uint8):
             # Binary masks: a run-length kernel whose cost follows the boundary (dct_runs).
-            # uint8 masks were checked to hold only 0 and 1 by MaskCodec._validate_masks;
-            # the kernel reads 8 pixels as one little-endian uint64.
+            # uint8 masks were checked to hold only 0 and 1 by MaskCodec._validate_masks.
             from .dct_runs import encode_binary
 
             return encode_binary(masks, self.n_components)
-        if kind == "numpy" and masks.dtype in (np.float32, np.float64) and _LITTLE_ENDIAN:
+        if kind == "numpy" and masks.dtype in (np.float32, np.float64):
             return self._encode_float(masks)
         return self._encode_dense(masks)
 
     def _encode_float(self, masks: np.ndarray) -> np.ndarray:
-        """numpy float masks, ``_FLOAT_CHUNK`` at a time: a scan that stops at the first value
-        other than 0 and 1 spots chunks holding only 0 and 1 and writes them as bytes for the
-        run-length kernel (while still in cache); other chunks take the dense kernel, which
-        validates their values as it reads them."""
+        """numpy float masks: the run-length kernel reads each mask once, checking that it holds
+        only 0 and 1 as it goes; the masks that hold another value (its scan stops there) take
+        the dense kernel, which validates their values as it reads them."""
         from .dct_dense import encode_dense
-        from .dct_runs import encode_binary, scan_float_chunk
+        from .dct_runs import encode_runs
 
-        b, n = masks.shape[0], self.mask_size
-        out = np.empty((b, self.n_components), dtype=np.float32)
-        scratch = np.empty(min(b, _FLOAT_CHUNK) * n * n, dtype=np.uint8)
-        for start in range(0, b, _FLOAT_CHUNK):
-            part = masks[start:start + _FLOAT_CHUNK]
-            if scan_float_chunk(part, scratch):
-                out[start:start + len(part)] = encode_binary(
-                    scratch[:part.size].view(np.bool_).reshape(part.shape), self.n_components)
-                continue
+        out, binary = encode_runs(masks, self.n_components)
+        soft = np.flatnonzero(~binary)
+        # each stretch of consecutive such masks as one slice: a gather would copy them
+        for stretch in np.split(soft, np.flatnonzero(np.diff(soft) != 1) + 1) if len(soft) else ():
+            part = masks[stretch[0]:stretch[-1] + 1]
             vectors, valid = encode_dense(part, self.n_components)
             if not valid:
                 super()._validate_masks(part)  # raises, naming the offending values
-            out[start:start + len(part)] = vectors
+            out[stretch[0]:stretch[-1] + 1] = vectors
         return out
 
     def _encode_dense(self, masks: Array) -> Array:

@@ -30,7 +30,8 @@ from numba import njit, prange
 from .dct_basis import dct_matrix, zigzag_indices
 from .parallel import parallel_allowed
 
-#: fastmath without "nnan"/"ninf": the encode kernel must still see NaN and infinity to report them.
+#: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
+#: validates them through their bit patterns and reports NaN and infinity).
 #: The per-row helpers below are inlined into the per-mask loops by numba (inline="always").
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _ENC_GROUP = 4  # basis rows per pass of the encode dot products (the basis is zero-padded to a multiple)
@@ -59,7 +60,8 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
 
     ``be`` / ``bo``: even / odd column frequencies of the basis on the left half, (>= Kc/2, N//2)
     float32, zero-padded to a multiple of 4 rows; ``mid``: the even frequencies at the middle
-    column of odd N (zeros for even N); ``rows``: the Kr row frequencies, (Kr, N) float32;
+    column of odd N (zeros for even N); ``rows``: the Kr row frequencies on the top half,
+    (Kr, (N+1)//2) float32 (odd ones zero at the middle row of odd N);
     ``zk``, ``zh``, ``zj``: for the even-column coefficients, then the odd-column ones, the
     output position, the row frequency and the index into ``be`` / ``bo``; ``split``: where
     the odd-column entries start.
@@ -74,9 +76,12 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
     mid = np.zeros(be.shape[0], np.float32)
     if n % 2:
         mid[: (kc + 1) // 2] = basis[0:kc:2, nl]
+    rows = basis[:kr, : (n + 1) // 2].astype(np.float32)
+    if n % 2:
+        rows[1::2, n // 2] = 0.0  # exactly: cos(pi * h / 2) for odd h
     order = np.concatenate([np.flatnonzero(zc % 2 == 0), np.flatnonzero(zc % 2 == 1)])
     split = int(np.count_nonzero(zc % 2 == 0))
-    return _frozen(be, bo, mid, basis[:kr].astype(np.float32), order, zr[order].copy(), zc[order] // 2) + (split,)
+    return _frozen(be, bo, mid, rows, order, zr[order].copy(), zc[order] // 2) + (split,)
 
 
 @functools.lru_cache(maxsize=16)
@@ -115,12 +120,16 @@ def encode_dense(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, bool
     if b == 0:
         return out, True
     masks = np.ascontiguousarray(masks)
-    args = (masks, *encode_tables(n, n_components), out)
+    bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
+    args = (masks, bits, *encode_tables(n, n_components), out)
     if b < _PARALLEL_MIN or not parallel_allowed():
-        bad = _encode_range(0, b, *args)
+        largest = _encode_range(0, b, *args)
     else:
-        bad = _encode_parallel(b, _CHUNK, *args)
-    return out, bool(bad == 0.0)
+        largest = _encode_parallel(b, _CHUNK, *args)
+    # Every value in [0, 1] has a bit pattern at most that of 1.0 (no sign bit; NaN and infinity
+    # lie above). A larger one is a bad value or a negative zero: only then a full check.
+    valid = largest <= np.array(1.0, masks.dtype).view(bits.dtype)
+    return out, bool(valid or ((masks >= 0.0) & (masks <= 1.0)).all())
 
 
 def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
@@ -141,22 +150,20 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- encode
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _row_butterfly(masks, m, i, s, d):  # pragma: no cover - numba
-    """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns 0 when every
-    value of the row lies in [0, 1], else a positive count, NaN or infinity."""
+def _row_butterfly(masks, bits, m, i, s, d, largest):  # pragma: no cover - numba
+    """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns the largest of
+    ``largest`` and the row's bit patterns (``bits``: the masks viewed as unsigned integers; a
+    value lies in [0, 1] when its pattern is at most that of 1.0: one integer max per value)."""
     n = masks.shape[1]
-    row = masks[m, i]  # a row view: measured faster than 3-D indexing here
-    bad = np.float32(0.0)
-    total = np.float32(0.0)
+    row = masks[m, i]  # row views: measured faster than 3-D indexing here
+    row_bits = bits[m, i]
     for ls in range(n // 2):
-        lu = np.uint64(ls)
-        x, y = row[lu], row[np.uint64(n - 1 - ls)]  # checked in their own dtype, then float32
-        bad += np.float32(x < 0.0) + np.float32(x > 1.0) + np.float32(y < 0.0) + np.float32(y > 1.0)
-        a, b = np.float32(x), np.float32(y)
-        total += a + b
+        lu, ru = np.uint64(ls), np.uint64(n - 1 - ls)
+        largest = max(largest, max(row_bits[lu], row_bits[ru]))
+        a, b = np.float32(row[lu]), np.float32(row[ru])
         s[lu] = a + b
         d[lu] = a - b
-    return bad + total * np.float32(0.0)  # NaN or infinity anywhere keeps the sum non-finite
+    return largest
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
@@ -186,32 +193,56 @@ def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _column_products(m, rows, g, zk, zh, zj, first, last, out):  # pragma: no cover - numba
-    """out[m, zk[t]] = rows[zh[t]] . g[zj[t]] for t in [first, last): the column transform, only
-    at the zigzag coefficients."""
+def _fold_columns(g, n, folded):  # pragma: no cover - numba
+    """folded[j] = g[j, i] + g[j, N-1-i] and folded[J + j] = g[j, i] - g[j, N-1-i] for i < N/2
+    (J = rows of g; for odd N the middle entry is g[j, N//2] and 0): the butterflies of the
+    column transform, which the row basis's even/odd symmetry turns into half-length products."""
+    nl = n // 2
+    rows_g = folded.shape[0] // 2
+    for j in range(rows_g):
+        ju, du = np.uint64(j), np.uint64(rows_g + j)
+        for ls in range(nl):
+            lu = np.uint64(ls)
+            a, b = g[ju, lu], g[ju, np.uint64(n - 1 - ls)]
+            folded[ju, lu] = a + b
+            folded[du, lu] = a - b
+        if n % 2:
+            folded[ju, np.uint64(nl)] = g[ju, np.uint64(nl)]
+            folded[du, np.uint64(nl)] = 0.0
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
+def _column_products(m, rows, folded, zk, zh, zj, first, last, out):  # pragma: no cover - numba
+    """out[m, zk[t]] = A[h] . g[j] for t in [first, last), h = zh[t], j = zj[t]: the column
+    transform, only at the zigzag coefficients, on half columns (``folded`` from
+    ``_fold_columns``; ``rows``: the row basis on the top half)."""
+    odd_offset = folded.shape[0] // 2
     for t in range(first, last):
-        h, j = np.uint64(zh[t]), np.uint64(zj[t])
+        h = np.uint64(zh[t])
+        j = np.uint64(zj[t] + (zh[t] & 1) * odd_offset)
         acc = np.float32(0.0)
         for ls in range(rows.shape[1]):
-            acc += rows[h, np.uint64(ls)] * g[j, np.uint64(ls)]
+            acc += rows[h, np.uint64(ls)] * folded[j, np.uint64(ls)]
         out[m, zk[t]] = acc
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
-    """Encode masks ``start:stop`` serially; returns the validity sum (0 when all values are valid)."""
+def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+    """Encode masks ``start:stop`` serially; returns the largest bit pattern of their values."""
     n = masks.shape[1]
     nl = n // 2
     s0, d0 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)  # butterflies of rows i and i + 1
     s1, d1 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)
     ge = np.zeros((be.shape[0], n + 1), np.float32)  # column n: scratch for the last row of odd N
     go = np.zeros((bo.shape[0], n + 1), np.float32)
-    bad = np.float32(0.0)
+    fe = np.zeros((2 * be.shape[0], rows.shape[1]), np.float32)
+    fo = np.zeros((2 * bo.shape[0], rows.shape[1]), np.float32)
+    largest = bits[start, 0, 0]
     for m in range(start, stop):
         for i in range(0, n, 2):
-            bad += _row_butterfly(masks, m, i, s0, d0)
+            largest = _row_butterfly(masks, bits, m, i, s0, d0, largest)
             if i + 1 < n:
-                bad += _row_butterfly(masks, m, i + 1, s1, d1)
+                largest = _row_butterfly(masks, bits, m, i + 1, s1, d1, largest)
                 _pair_products(i, be, s0, s1, ge)
                 _pair_products(i, bo, d0, d1, go)
             else:  # the last row of odd N goes alone (its twin lands in the scratch column)
@@ -219,23 +250,25 @@ def _encode_range(start, stop, masks, be, bo, mid, rows, zk, zh, zj, split, out)
                 _pair_products(i, bo, d0, d0, go)
         if n % 2:  # the middle column of odd N meets only the even column frequencies
             for i in range(n):
-                x = masks[m, i, nl]
-                a = np.float32(x)
-                bad += np.float32(x < 0.0) + np.float32(x > 1.0) + a * np.float32(0.0)
+                largest = max(largest, bits[m, i, nl])
+                a = np.float32(masks[m, i, nl])
                 for j in range(be.shape[0]):
                     ge[j, i] += a * mid[j]
-        _column_products(m, rows, ge, zk, zh, zj, 0, split, out)
-        _column_products(m, rows, go, zk, zh, zj, split, zk.shape[0], out)
-    return bad
+        _fold_columns(ge, n, fe)
+        _fold_columns(go, n, fo)
+        _column_products(m, rows, fe, zk, zh, zj, 0, split, out)
+        _column_products(m, rows, fo, zk, zh, zj, split, zk.shape[0], out)
+    return largest
 
 
 @njit(parallel=True, cache=True)
-def _encode_parallel(b, chunk, masks, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+def _encode_parallel(b, chunk, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
-    bad = np.zeros(n_chunks, np.float32)
+    largest = np.zeros(n_chunks, bits.dtype)
     for c in prange(n_chunks):
-        bad[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), masks, be, bo, mid, rows, zk, zh, zj, split, out)
-    return bad.sum()
+        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), masks, bits, be, bo, mid, rows, zk, zh, zj,
+                                   split, out)
+    return largest.max()
 
 
 # ---------------------------------------------------------------------------------------- decode

@@ -8,9 +8,13 @@ R[i, h] = sum_{i' >= i} A[h, i'],
 
     f[h, w] = sum_i A[h, i] g_i[w] = sum_{i : row i != row i-1} R[i, h] Delta_i[w].
 
-So a mask costs one pass over its bytes (8 pixels at a time, as uint64 words) plus work
-proportional to its number of runs and of changed rows, and only the zigzag coefficients
-(h + w small) are formed. The result equals the dense transform up to float32 rounding.
+So a mask costs one pass over its values plus work proportional to its number of runs and of
+changed rows, and only the zigzag coefficients (h + w small) are formed. The pass packs each
+row into bit words, 64 values per vector compare (``maskcodec.bit_words``), and reads bool,
+uint8, float32 and float64 masks alike: the same compares find the values other than 0 and 1,
+so float masks are checked and transformed in one pass (a mask holding another value is
+flagged and left to the dense kernel). The result equals the dense transform up to float32
+rounding.
 
 numba compiles the kernel on first use (``cache=True`` keeps it on disk for later
 processes); importing this module is what pulls numba in, so ``maskcodec.dct`` imports it
@@ -25,16 +29,18 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
+from .bit_words import nonzero_bits64
 from .dct_basis import dct_matrix, zigzag_indices
 from .parallel import parallel_allowed
 
 _BLOCK = 8  # coefficients per register block; the column basis is zero-padded to a multiple
 _CHUNK = 16  # masks per parallel work item (scratch buffers are per item)
 _PARALLEL_MIN = 256  # smaller batches run serially
+#: fastmath without "nnan"/"ninf" where values are read: a NaN must still compare as "not 0 or 1"
+_NO_NAN_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(k) for k in range(1, 8))
-_U8 = np.uint64(8)
-_U56 = np.uint64(56)
+_U63 = np.uint64(63)
 _Z = np.uint64(0)
 
 
@@ -68,137 +74,111 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     return out
 
 
-_SCAN_BLOCK = 1 << 14  # elements per block of the binary scan (checked for non-0/1 values per block)
+def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zigzag DCT coefficients of the binary masks among numpy ``masks``, computed from their runs.
 
-
-@njit(cache=True, nogil=True)
-def _binary_block(flat, out):  # pragma: no cover - numba
-    """``out = flat != 0``; returns how many values are neither 0 nor 1 (a vectorised loop)."""
-    other = 0
-    for i in range(flat.shape[0]):
-        v = flat[i]
-        out[i] = v != 0.0
-        other += (v != 0.0) & (v != 1.0)
-    return other
-
-
-@njit(cache=True, nogil=True)
-def _out_of_range(flat):  # pragma: no cover - numba
-    """How many values lie outside [0, 1] or are NaN."""
-    bad = 0
-    for i in range(flat.shape[0]):
-        v = flat[i]
-        bad += not ((v >= 0.0) & (v <= 1.0))
-    return bad
-
-
-@njit(cache=True, nogil=True)
-def _scan_float(flat, out):  # pragma: no cover - numba
-    """Whether every value is 0 or 1, block by block, stopping at the first block that holds
-    another value; writes ``out = flat != 0`` up to there (meaningless unless all are 0/1)."""
-    size = flat.shape[0]
-    start = 0
-    while start < size:
-        stop = min(start + _SCAN_BLOCK, size)
-        if _binary_block(flat[start:stop], out[start:stop]):
-            return False
-        start = stop
-    return True
-
-
-def scan_float_chunk(masks: np.ndarray, scratch: np.ndarray) -> bool:
-    """Whether numpy float masks hold only 0 and 1 (NaN counts as another value).
-
-    When they do, ``scratch[:masks.size]`` holds them as 0/1 bytes (view it as bool for
-    ``encode_binary``); the scan stops early at a block of 16,384 values that holds another
-    value. ``scratch`` is a uint8 buffer of at least ``masks.size`` bytes.
-    """
-    flat = np.ascontiguousarray(masks).reshape(-1)
-    return bool(_scan_float(flat, scratch[:flat.shape[0]]))
-
-
-def scan_float_masks(masks: np.ndarray) -> tuple[np.ndarray | None, bool]:
-    """``(masks as bool, or None if not all 0/1, whether every value lies in [0, 1] with no NaN)``."""
-    scratch = np.empty(masks.size, dtype=np.uint8)
-    if scan_float_chunk(masks, scratch):
-        return scratch.view(np.bool_).reshape(masks.shape), True
-    return None, bool(_out_of_range(np.ascontiguousarray(masks).reshape(-1)) == 0)
-
-
-def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:
-    """Zigzag DCT coefficients of binary masks, computed from their runs.
-
-    Batches of at least 256 masks are split over numba's threads (``numba.set_num_threads``);
-    smaller ones run on the calling thread.
-
-    ``masks``: numpy ``(B, N, N)`` bool, or uint8 holding only 0 and 1 (other byte values give
-    wrong results; ``DCTCodec.encode`` validates this). Returns ``(B, n_components)`` float32,
-    equal to ``DCTCodec`` 's dense transform up to float32 rounding.
+    ``masks``: ``(B, N, N)`` bool, uint8, float32 or float64. Returns ``(vectors (B, n_components)
+    float32, binary (B,) bool)``: ``binary[m]`` is False when mask m holds a value other than 0
+    and 1 (NaN included; its row of ``vectors`` is then left unset: the scan of that mask stops at
+    the first such row). Batches of at least 256 masks are split over numba's threads
+    (``numba.set_num_threads``); smaller ones run on the calling thread.
     """
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
         raise ValueError(f"masks must have shape (B, N, N), got {masks.shape}")
-    if masks.dtype not in (np.bool_, np.uint8):
-        raise ValueError(f"the binary fast path takes bool or uint8 masks, got {masks.dtype}")
+    if masks.dtype not in (np.bool_, np.uint8, np.float32, np.float64):
+        raise ValueError(f"the run-length kernel takes bool, uint8, float32 or float64 masks, got {masks.dtype}")
     b, n, _ = masks.shape
     prefix, suffix, rows, cols, wmax = run_tables(n, n_components)
     out = np.empty((b, n_components), dtype=np.float32)
+    binary = np.zeros(b, dtype=np.bool_)
     if b == 0:
-        return out
-    data = np.ascontiguousarray(masks).view(np.uint8)
-    width = -(-n // 8) * 8
-    if width != n:  # whole uint64 words per row: pad with background columns
-        data = np.pad(data, ((0, 0), (0, 0), (0, width - n)))
-    words = data.reshape(-1).view(np.uint64)
-    args = (n, width // 8, prefix, suffix, rows, cols, wmax, out)
+        return out, binary
+    flat = np.ascontiguousarray(masks).reshape(-1)
+    if flat.dtype == np.bool_:
+        flat = flat.view(np.uint8)
+    args = (n, prefix, suffix, rows, cols, wmax, out, binary)
     if b < _PARALLEL_MIN or not parallel_allowed():
         # Small batches (one image's targets, e.g. in DataLoader workers) stay single-threaded:
         # no thread start-up; forked children never touch the threading layer (maskcodec.parallel).
-        _encode_range(words, 0, b, *args)
+        _encode_range(flat, 0, b, *args)
     else:
-        _encode_parallel(words, b, *args, _CHUNK)
+        _encode_parallel(flat, b, *args, _CHUNK)
+    return out, binary
+
+
+def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:
+    """Zigzag DCT coefficients ``(B, n_components)`` float32 of binary masks, computed from their runs.
+
+    ``masks``: numpy ``(B, N, N)`` bool, or uint8 holding only 0 and 1 (other byte values raise
+    ``ValueError``). Equal to ``DCTCodec`` 's dense transform up to float32 rounding.
+    """
+    if masks.dtype not in (np.bool_, np.uint8):
+        raise ValueError(f"the binary fast path takes bool or uint8 masks, got {masks.dtype}")
+    out, binary = encode_runs(masks, n_components)
+    if not binary.all():
+        raise ValueError(f"uint8 masks must hold only 0 and 1; mask {int(np.argmin(binary))} holds another "
+                         "value (convert with masks > 0 or masks.astype(bool))")
     return out
 
 
-@njit(fastmath=True, cache=True, nogil=True)
-def _scan_runs(words, base, n, nw, starts, offsets, changed, t_words):  # pragma: no cover - numba
-    """Run boundaries of every row that differs from the row above.
+@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True, inline="always")
+def _row_bits(flat, base, n, bits, slot):  # pragma: no cover - numba
+    """``bits[slot]`` = the row ``flat[base:base + n]`` as bit words (bit j of word k: value
+    64k + j is not 0). Returns a nonzero word if a value is neither 0 nor 1 (or NaN)."""
+    full = n // 64
+    other = _Z
+    for k in range(full):
+        word, odd = nonzero_bits64(flat, base + 64 * k)
+        bits[slot, np.uint64(k)] = word
+        other |= odd
+    tail = n - 64 * full
+    if tail:  # the last partial word: pixel by pixel (a vector load would run past the row)
+        word = _Z
+        for j in range(tail):
+            v = flat[np.uint64(base + 64 * full + j)]
+            word |= np.uint64(v != 0) << np.uint64(j)
+            other |= np.uint64((v != 0) & (v != 1))
+        bits[slot, np.uint64(full)] = word
+    return other
+
+
+@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True, inline="always")
+def _scan_rows(flat, m, n, bits, starts, offsets, changed):  # pragma: no cover - numba
+    """Run boundaries of every row of mask ``m`` that differs from the row above.
 
     Row r of the output (r < returned count) is mask row ``changed[r]``; its boundaries are
     ``starts[offsets[r]:offsets[r + 1]]`` (start, end, start, end, ...; an end may be n).
+    Returns -1 at the first row holding a value other than 0 and 1. ``bits`` (2, words per
+    row) holds the current and the previous row.
     """
     nchg = 0
     pos = 0
+    cur = _Z
     for i in range(n):
-        row = np.uint64(base + i * nw)
-        diff = _Z
-        for k in range(nw):
-            ku = np.uint64(k)
-            w = words[row + ku]
-            prev = words[row + ku - _U1] if k > 0 else _Z
-            # byte j of t is 1 where pixel j differs from pixel j - 1 (bytes are 0 or 1)
-            t_words[ku] = w ^ ((w << _U8) | (prev >> _U56))
-            if i > 0:
-                diff |= w ^ words[row + ku - np.uint64(nw)]
-        if i > 0 and diff == _Z:
-            continue
+        if _row_bits(flat, (m * n + i) * n, n, bits, cur):
+            return -1
+        if i > 0:
+            same = True
+            for k in range(bits.shape[1]):
+                same &= bits[cur, np.uint64(k)] == bits[_U1 - cur, np.uint64(k)]
+            if same:
+                continue
         offsets[nchg] = pos
         changed[nchg] = i
-        for g0 in range(0, nw, 64):
-            nonzero = _Z
-            for k in range(min(64, nw - g0)):
-                nonzero |= np.uint64(t_words[np.uint64(g0 + k)] != _Z) << np.uint64(k)
-            while nonzero:
-                k = g0 + np.int64(trailing_zeros(nonzero))
-                nonzero &= nonzero - _U1
-                t = t_words[np.uint64(k)]
-                while t:
-                    starts[pos] = k * 8 + (np.int64(trailing_zeros(t)) >> 3)
-                    pos += 1
-                    t &= t - _U1
-        if words[row + np.uint64(nw - 1)] >> _U56:  # a run reaches the last column
+        carry = _Z  # the previous pixel (pixel -1 is background)
+        for k in range(bits.shape[1]):
+            word = bits[cur, np.uint64(k)]
+            t = word ^ ((word << _U1) | carry)  # bit j: pixel 64k + j differs from the one before
+            carry = word >> _U63
+            while t:
+                starts[pos] = k * 64 + np.int64(trailing_zeros(t))
+                pos += 1
+                t &= t - _U1
+        if carry:  # a run reaches the last column of a row of whole words (else the pad bits end it)
             starts[pos] = n
             pos += 1
         nchg += 1
+        cur = _U1 - cur
     offsets[nchg] = pos
     return nchg
 
@@ -268,28 +248,31 @@ def _column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum):  # prag
             spectrum[hu, q0 + _U7] = a7
 
 
-@njit(fastmath=True, cache=True, nogil=True)
-def _encode_range(words, start, stop, n, nw, prefix, suffix, rows, cols, wmax, out):  # pragma: no cover - numba
+@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True)
+def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, wmax, out, binary):  # pragma: no cover - numba
     """Encode masks ``start:stop`` serially, with scratch buffers shared by those masks."""
     kcp = prefix.shape[1]
     kr = suffix.shape[1]
     spectrum = np.zeros((kr, kcp), np.float32)
-    starts = np.empty(n * (8 * nw + 2), np.int32)
+    starts = np.empty(n * (n + 2), np.int32)
     offsets = np.empty(n + 1, np.int64)
     changed = np.empty(n, np.int64)
-    t_words = np.empty(nw, np.uint64)
+    bits = np.zeros((2, (n + 63) // 64), np.uint64)
     delta = np.empty((kcp, n), np.float32)
     weights = np.empty((kr, n), np.float32)
     for m in range(start, stop):
-        nchg = _scan_runs(words, m * n * nw, n, nw, starts, offsets, changed, t_words)
+        nchg = _scan_rows(flat, m, n, bits, starts, offsets, changed)
+        binary[m] = nchg >= 0
+        if nchg < 0:
+            continue
         _row_deltas(prefix, starts, offsets, nchg, delta)
         _column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum)
         for k in range(rows.shape[0]):
             out[m, k] = spectrum[rows[k], cols[k]]
 
 
-@njit(parallel=True, fastmath=True, cache=True)
-def _encode_parallel(words, b, n, nw, prefix, suffix, rows, cols, wmax, out, chunk):  # pragma: no cover - numba
+@njit(parallel=True, fastmath=_NO_NAN_FAST, cache=True)
+def _encode_parallel(flat, b, n, prefix, suffix, rows, cols, wmax, out, binary, chunk):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     for c in prange(n_chunks):
-        _encode_range(words, c * chunk, min(b, (c + 1) * chunk), n, nw, prefix, suffix, rows, cols, wmax, out)
+        _encode_range(flat, c * chunk, min(b, (c + 1) * chunk), n, prefix, suffix, rows, cols, wmax, out, binary)

@@ -166,6 +166,17 @@ def test_dense_encode_finds_every_bad_value(n, bad, where):
         DCTCodec(mask_size=n, n_components=10).encode(m)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_encode_accepts_negative_zero(dtype):
+    from maskcodec.dct_dense import encode_dense
+
+    m = np.full((300, 9, 9), 0.5, dtype)  # the parallel kernel too
+    m[[0, 299], 4, 4] = -0.0  # its bit pattern lies above that of 1.0: the full check clears it
+    out, valid = encode_dense(m, 10)
+    assert valid
+    np.testing.assert_allclose(out, zigzag_dctn(m, 10), atol=1e-5)
+
+
 def test_dense_encode_checks_float64_values_before_rounding():
     m = np.full((1, 7, 7), 0.5)
     m[0, 2, 3] = 1 + 1e-12  # rounds to 1.0 in float32, still out of range
@@ -219,31 +230,97 @@ def test_binary_fast_path_parallel_and_serial_batches_agree():
 
 
 def test_float_masks_of_only_0_and_1_take_the_run_length_path(monkeypatch):
-    from maskcodec import dct, dct_runs
+    from maskcodec import dct_dense
 
-    monkeypatch.setattr(dct, "_FLOAT_CHUNK", 5)
     n, k = 24, 40
     codec = DCTCodec(mask_size=n, n_components=k)
     binary = random_masks(12, n, seed=3)
     soft = np.random.default_rng(4).uniform(0, 1, (12, n, n)).astype(np.float32)
     calls = []
-    real = dct_runs.encode_binary
-    monkeypatch.setattr(dct_runs, "encode_binary", lambda m, k: calls.append(len(m)) or real(m, k))
+    real = dct_dense.encode_dense
+    monkeypatch.setattr(dct_dense, "encode_dense", lambda m, k: calls.append(len(m)) or real(m, k))
     expected = codec.encode(binary)
     for dtype in (np.float32, np.float64):
-        calls.clear()
         np.testing.assert_array_equal(codec.encode(binary.astype(dtype)), expected)
-        assert calls == [5, 5, 2]  # every chunk took the run-length kernel
-    # chunks are routed one by one: 0/1 chunks to the runs, soft chunks to the GEMMs
-    mixed = np.concatenate([binary[:5], soft[:5], binary[5:7]]).astype(np.float32)
-    calls.clear()
+    assert calls == []  # every mask took the run-length kernel
+    # masks are routed one by one: 0/1 masks to the runs, the others to the dense kernel
+    mixed = np.concatenate([binary[:5], soft[:5], binary[5:7], soft[5:6]]).astype(np.float32)
     out = codec.encode(mixed)
-    assert calls == [5, 2]
+    assert calls == [5, 1]
     np.testing.assert_allclose(out, zigzag_dctn(mixed, k), atol=1e-4)
+    np.testing.assert_array_equal(out[:5], expected[:5])
     # a soft value after a long 0/1 prefix, and a 0/1 mask with one soft pixel
     almost = binary[:1].astype(np.float32)
     almost[0, -1, -1] = 0.5
     np.testing.assert_allclose(codec.encode(almost), zigzag_dctn(almost, k), atol=1e-4)
+
+
+@pytest.mark.parametrize("n,k", [(1, 1), (7, 49), (13, 50), (64, 100), (65, 1), (128, 256), (200, 300)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_float_0_1_masks_equal_bool_masks_on_the_run_length_path(n, k, dtype):
+    """Rows of whole 64-value words, a partial last word, and both; every k up to N**2."""
+    from maskcodec.dct_runs import encode_runs
+
+    m = random_masks(6, n, seed=n + k)
+    m[0] = False
+    m[1] = True
+    m[2] = np.indices((n, n)).sum(0) % 2 == 0  # checkerboard
+    m[3, :, -1] = True  # runs that reach the last column
+    out, binary = encode_runs(m.astype(dtype), k)
+    assert binary.all()
+    np.testing.assert_array_equal(out, encode_runs(m, k)[0])
+    np.testing.assert_allclose(out, zigzag_dctn(m, k), atol=3e-5 * max(n, 8))
+    flipped = m.astype(dtype)[:, ::-1, ::-1]  # non-contiguous
+    np.testing.assert_allclose(DCTCodec(mask_size=n, n_components=k).encode(flipped), zigzag_dctn(flipped, k),
+                               atol=3e-5 * max(n, 8))
+
+
+@pytest.mark.parametrize("value", [0.5, np.nan, np.inf, -1.0, 2.0, 1e-30])
+@pytest.mark.parametrize("where", [(0, 0), (64, 63), (64, 64), (69, 69), (69, 68)])
+def test_run_length_kernel_flags_every_value_other_than_0_and_1(value, where):
+    """In a whole 64-value word, at a word edge, and in the partial last word of a row."""
+    from maskcodec.dct_runs import encode_runs
+
+    m = random_masks(3, 70, seed=2).astype(np.float32)
+    m[1][where] = value
+    m[2, 5, 5] = -0.0  # negative zero is background
+    binary = encode_runs(m, 20)[1]
+    assert binary.tolist() == [True, False, True]
+
+
+def test_run_length_kernel_parallel_batches_with_soft_masks():
+    from maskcodec import dct_runs
+
+    m = random_masks(dct_runs._PARALLEL_MIN + 9, 24, seed=5).astype(np.float32)
+    m[[3, 100, -1], 7, 7] = 0.25
+    out, binary = dct_runs.encode_runs(m, 40)
+    assert np.flatnonzero(~binary).tolist() == [3, 100, len(m) - 1]
+    serial = np.concatenate([dct_runs.encode_runs(m[i:i + 7], 40)[0] for i in range(0, len(m), 7)])
+    np.testing.assert_array_equal(out[binary], serial[binary])
+    np.testing.assert_allclose(DCTCodec(mask_size=24, n_components=40).encode(m), zigzag_dctn(m, 40), atol=1e-4)
+
+
+def test_nonzero_bits64_matches_numpy():
+    from numba import njit
+
+    from maskcodec.bit_words import nonzero_bits64
+
+    @njit
+    def words(flat):
+        out = np.empty((2, flat.size // 64), np.uint64)
+        for k in range(flat.size // 64):
+            out[0, k], out[1, k] = nonzero_bits64(flat, 64 * k)
+        return out
+
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64, np.uint8, np.int16):
+        x = rng.integers(0, 2, 256).astype(dtype)
+        x[[5, 70, 200]] = 3
+        if np.dtype(dtype).kind == "f":
+            x[[6, 71]] = np.nan, -0.0
+        bits = np.unpackbits(words(x).view(np.uint8), bitorder="little").reshape(2, -1)
+        np.testing.assert_array_equal(bits[0], x != 0)
+        np.testing.assert_array_equal(bits[1], (x != 0) & (x != 1))
 
 
 @pytest.mark.parametrize("bad,match", [(np.nan, "NaN"), (np.inf, "NaN or infinite"), (1.5, r"\[0, 1\]"),
@@ -257,28 +334,20 @@ def test_float_scan_still_rejects_bad_values(bad, match):
             codec.encode(m)
 
 
-def test_scan_float_masks():
-    from maskcodec.dct_runs import scan_float_chunk, scan_float_masks
-
-    m = random_masks(3, 20, seed=1)
-    as_bool, valid = scan_float_masks(m.astype(np.float32))
-    assert valid and as_bool.dtype == np.bool_
-    np.testing.assert_array_equal(as_bool, m)
-    soft = m.astype(np.float64) * 0.75
-    assert scan_float_masks(soft) == (None, True)
-    scratch = np.empty(soft.size, np.uint8)
-    assert scan_float_chunk(m.astype(np.float32), scratch) is True
-    assert scan_float_chunk(soft, scratch) is False
-    soft[0, 0, 0] = np.nan
-    assert scan_float_masks(soft) == (None, False)
-
-
 def test_binary_fast_path_rejects_other_dtypes():
     from maskcodec.dct_runs import encode_binary
 
     with pytest.raises(ValueError, match="bool or uint8"):
         encode_binary(np.zeros((1, 8, 8), np.float32), 4)
     assert encode_binary(np.zeros((0, 8, 8), bool), 4).shape == (0, 4)
+    twos = np.zeros((2, 8, 8), np.uint8)
+    twos[1, 3, 3] = 2
+    with pytest.raises(ValueError, match="mask 1 holds another value"):
+        encode_binary(twos, 4)
+    from maskcodec.dct_runs import encode_runs
+
+    with pytest.raises(ValueError, match="bool, uint8, float32 or float64"):
+        encode_runs(np.zeros((1, 8, 8), np.int32), 4)
 
 
 def test_importing_maskcodec_does_not_compile_or_import_numba_kernels():
