@@ -31,6 +31,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .crop import _source_rows
+
 _F32_HALF = np.float32(0.5)
 #: Margin of the fast path: a cell within ``(count + 8) * _TOL_UNIT`` of the threshold is recomputed.
 _TOL_UNIT = 2.0 ** -22
@@ -298,8 +300,8 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b):
     """Thresholded cells of a box with one sample per cell (``count == 1``: no side longer than ``size``).
 
-    Separable, like the one-sample kernel: the two source rows of output row ``i`` are interpolated
-    along x once (kept while the next output row reads them too) and blended along y, in float64 from
+    Separable, with the one-sample kernel's bilinear step (``crop._source_rows``): the two source rows
+    of output row ``i`` are interpolated along x and blended along y, in float64 from
     the float32 per-axis weights. torchvision's float32 value differs by at most ``7 * 2**-24``; a cell
     within ``9 * _TOL_UNIT`` of the threshold is recomputed in its exact order.
     """
@@ -315,23 +317,8 @@ def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, 
     key0 = -1
     key1 = -1
     for i in range(size):
-        ra = off + ylo[i] * sy
-        rb = off + yhi[i] * sy
-        if ra != key0:
-            if ra == key1:
-                row0, row1 = row1, row0
-                key0, key1 = key1, key0
-            else:
-                for j in range(size):
-                    row0[j] = wx_lo[j] * buf[ra + x_lo[j]] + wx_hi[j] * buf[ra + x_hi[j]]
-                key0 = ra
-        if rb != key1:
-            if rb == key0:
-                row1[:] = row0
-            else:
-                for j in range(size):
-                    row1[j] = wx_lo[j] * buf[rb + x_lo[j]] + wx_hi[j] * buf[rb + x_hi[j]]
-            key1 = rb
+        row0, row1, key0, key1 = _source_rows(buf, off + ylo[i] * sy, off + yhi[i] * sy, x_lo, x_hi, wx_lo, wx_hi,
+                                              row0, row1, key0, key1)
         ya = np.float64(ywl[i])
         yb = np.float64(ywh[i])
         near = False  # branch-free first pass (vectorised), exact order only where needed
