@@ -25,6 +25,7 @@ every cell (bitwise equal to roi_align's float32 values).
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numba import njit, prange
@@ -247,6 +248,6 @@ def adaptive_ragged_serial(buf, words, meta, boxes, size, ratio, binary, thresho
 
 def word_view(buf: np.ndarray) -> np.ndarray:
     """``buf`` (uint8) as uint64 words for the run scan, or an empty array when that is not possible."""
-    if buf.dtype == np.uint8 and buf.ctypes.data % 8 == 0 and buf.size >= 8:
+    if buf.dtype == np.uint8 and buf.ctypes.data % 8 == 0 and buf.size >= 8 and sys.byteorder == "little":
         return buf[: buf.size // 8 * 8].view(np.uint64)
     return np.zeros(0, dtype=np.uint64)

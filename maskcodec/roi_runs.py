@@ -90,20 +90,41 @@ def _boundary_tables(lo, hi, start, cum, size, q_min, q_max):
     return first, n_str, f_str, deep, total
 
 
+#: De Bruijn multiplier and table: the index of the lowest set bit of a uint64 from one multiply and a look-up.
+_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_LOWEST_BIT = np.zeros(64, dtype=np.int64)
+for _i in range(64):
+    _LOWEST_BIT[((1 << _i) * int(_DE_BRUIJN) & (2**64 - 1)) >> 58] = _i
+
+
+@njit(inline="always")
+def _first_byte(x):
+    """Index (0..7) of the lowest nonzero byte of a nonzero uint64 ``x`` (the first in memory, little-endian)."""
+    low = x & (~x + np.uint64(1))
+    return _LOWEST_BIT[(low * _DE_BRUIJN) >> np.uint64(58)] >> 3
+
+
 @njit(inline="always")
 def _run_end(buf, words, pos, stop, v):
     """First position in [pos, stop) of a contiguous uint8 ``buf`` whose byte is not ``v`` (``stop`` if none).
 
-    ``words`` is ``buf`` viewed as uint64 (8-byte aligned), so long runs are skipped 8 bytes at a time.
+    ``words`` is ``buf`` viewed as little-endian uint64 (``word_view``): 8 bytes are compared at a time
+    and the first differing byte of a word is found from its lowest set bit, without a byte loop.
     """
-    while pos < stop and (pos & 7) != 0:
-        if buf[pos] != v:
-            return pos
-        pos += 1
     pattern = np.uint64(v) * np.uint64(0x0101010101010101)
-    while pos + 8 <= stop and words[pos >> 3] == pattern:
-        pos += 8
-    while pos < stop:
+    w = pos >> 3
+    if pos < stop and w < words.size:
+        x = (words[w] ^ pattern) >> np.uint64(8 * (pos & 7))  # bytes before pos dropped
+        if x != 0:
+            return min(pos + _first_byte(x), stop)
+        w += 1
+        while w * 8 < stop and w < words.size:
+            x = words[w] ^ pattern
+            if x != 0:
+                return min(w * 8 + _first_byte(x), stop)
+            w += 1
+        pos = max(pos, w * 8)
+    while pos < stop:  # the bytes after the last whole word of buf
         if buf[pos] != v:
             return pos
         pos += 1
