@@ -15,10 +15,11 @@ Boxes no larger than ``size`` on both axes (``count == 1``, most COCO objects at
 the one-sample kernel's separable shape (``_single_sample``). For larger boxes the fast path
 does not visit the samples one by one: bilinear weights are separable, so each line of pixels
 along the contiguous axis is summed from its runs of equal values (``maskcodec.roi_runs``) and
-those line sums are combined with the other axis's weights (``_several_samples``). Either way the cell is computed in float64 from the same float32 per-axis weights, which differs from
+those line sums are combined with the other axis's weights (``_several_samples``). Either way
+the cell is computed in float64 from the same float32 per-axis weights, which differs from
 torchvision's float32 accumulation by at most about ``(count + 5) * 2**-24``; a cell within
-``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded output is
-therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
+``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded
+output is therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
 every cell (bitwise equal to roi_align's float32 values).
 """
 
