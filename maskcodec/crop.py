@@ -18,7 +18,6 @@ from . import backend
 from .backend import Array
 from .box_checks import _check_boxes, _check_size, _check_threshold
 from .parallel import PARALLEL_MIN_WORK, parallel_allowed
-from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
 
 __all__ = ["crop_resize"]
 
@@ -67,6 +66,35 @@ def _roi_axis(start, extent, size, n_pix, origin, n_region, stride, lo_idx, lo_w
 
 
 @njit(inline="always")
+def _source_rows(buf, ra, rb, x_lo, x_hi, wx_lo, wx_hi, row0, row1, key0, key1):
+    """The two source rows of an output row, interpolated along x: the separable bilinear step.
+
+    ``ra`` / ``rb``: buffer offsets of the rows holding the low / high y taps; ``x_lo`` / ``x_hi``
+    (size,) int64 buffer offsets of the x taps (times the x stride) and ``wx_lo`` / ``wx_hi``
+    (size,) float64 their weights. ``row0`` / ``row1`` (size,) float64 hold the rows interpolated
+    from offsets ``key0`` / ``key1`` (-1: none yet); consecutive output rows mostly read the same
+    source rows, which are then reused (or swapped) instead of recomputed.
+    Returns (row0, row1, key0, key1) with row0 = row ``ra`` and row1 = row ``rb`` interpolated.
+    """
+    if ra != key0:
+        if ra == key1:
+            row0, row1 = row1, row0
+            key0, key1 = key1, key0
+        else:
+            for j in range(row0.size):
+                row0[j] = wx_lo[j] * buf[ra + x_lo[j]] + wx_hi[j] * buf[ra + x_hi[j]]
+            key0 = ra
+    if rb != key1:
+        if rb == key0:
+            row1[:] = row0
+        else:
+            for j in range(row1.size):
+                row1[j] = wx_lo[j] * buf[rb + x_lo[j]] + wx_hi[j] * buf[rb + x_hi[j]]
+        key1 = rb
+    return row0, row1, key0, key1
+
+
+@njit(inline="always")
 def _crop_one(b, buf, meta, boxes, size, binary, threshold, out_f, out_b):
     """Sample item ``b`` of a ragged batch on a size x size grid over its box (see ``_crop_resize_ragged``)."""
     off = meta[b, 0]
@@ -86,8 +114,7 @@ def _crop_one(b, buf, meta, boxes, size, binary, threshold, out_f, out_b):
     wxh = np.empty(size, dtype=np.float64)
     _roi_axis(y0, bh, size, meta[b, 7], meta[b, 3], meta[b, 5], meta[b, 1], yl, wyl, yh, wyh)
     _roi_axis(x0, bw, size, meta[b, 8], meta[b, 4], meta[b, 6], meta[b, 2], xl, wxl, xh, wxh)
-    # separable: interpolate the (at most two) source rows along x once, then blend them;
-    # consecutive output rows mostly share source rows, which stay cached in row0/row1
+    # separable: interpolate the (at most two) source rows along x once, then blend them
     row0 = np.empty(size, dtype=np.float64)
     row1 = np.empty(size, dtype=np.float64)
     key0 = -1
@@ -97,23 +124,8 @@ def _crop_one(b, buf, meta, boxes, size, binary, threshold, out_f, out_b):
         yb = wyh[i]
         if ya == 0.0 and yb == 0.0:
             continue  # sample outside the image: stays 0
-        ra = off + yl[i]
-        rb = off + yh[i]
-        if ra != key0:
-            if ra == key1:
-                row0, row1 = row1, row0
-                key0, key1 = key1, key0
-            else:
-                for j in range(size):
-                    row0[j] = wxl[j] * buf[ra + xl[j]] + wxh[j] * buf[ra + xh[j]]
-                key0 = ra
-        if rb != key1:
-            if rb == key0:
-                row1[:] = row0
-            else:
-                for j in range(size):
-                    row1[j] = wxl[j] * buf[rb + xl[j]] + wxh[j] * buf[rb + xh[j]]
-            key1 = rb
+        row0, row1, key0, key1 = _source_rows(buf, off + yl[i], off + yh[i], xl, xh, wxl, wxh,
+                                              row0, row1, key0, key1)
         if binary:
             for j in range(size):
                 out_b[b, i, j] = ya * row0[j] + yb * row1[j] >= threshold
@@ -143,7 +155,6 @@ def _crop_resize_ragged_serial(buf, meta, boxes, size, binary, threshold, out_f,
         _crop_one(b, buf, meta, boxes, size, binary, threshold, out_f, out_b)
 
 
-
 def _check_sampling_ratio(sampling_ratio) -> int:
     if isinstance(sampling_ratio, bool) or sampling_ratio not in (0, 1):
         raise ValueError(
@@ -171,6 +182,9 @@ def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: 
             kernel = _crop_resize_ragged if parallel else _crop_resize_ragged_serial
             kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
         else:
+            # imported here: roi_adaptive imports this module's bilinear step (_source_rows)
+            from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
+
             kernel = adaptive_ragged if parallel else adaptive_ragged_serial
             kernel(buf, word_view(buf), meta, boxes, size, 0, threshold is not None, t, out_f, out_b)
     return out_b if threshold is not None else out_f

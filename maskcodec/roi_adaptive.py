@@ -13,23 +13,26 @@ float32 boxes:
 
 Boxes no larger than ``size`` on both axes (``count == 1``, most COCO objects at N = 128) take
 the one-sample kernel's separable shape (``_single_sample``). For larger boxes the fast path
-does not visit the samples one by one: bilinear weights are separable, so each
-line of pixels along the contiguous axis is read as runs of equal values (8 bytes at a time for
-uint8 masks) and a run adds prefix-summed weights to the few cells its ends fall in and a whole
-cell weight to the cells it covers; a second pass sums those lines with the other axis's weights.
-Either way the cell is computed in float64 from the same float32 per-axis weights, which differs from
+does not visit the samples one by one: bilinear weights are separable, so each line of pixels
+along the contiguous axis is summed from its runs of equal values (``maskcodec.roi_runs``) and
+those line sums are combined with the other axis's weights (``_several_samples``). Either way
+the cell is computed in float64 from the same float32 per-axis weights, which differs from
 torchvision's float32 accumulation by at most about ``(count + 5) * 2**-24``; a cell within
-``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded output is
-therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
+``(count + 8) * 2**-22`` of the threshold is recomputed exactly in torchvision's order. Thresholded
+output is therefore identical to ``roi_align(...) >= threshold``; soft output takes the exact order for
 every cell (bitwise equal to roi_align's float32 values).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 from numba import njit, prange
+
+from .crop import _source_rows
+from .roi_runs import _boundary_tables, _cell_sums, _cell_windows, _new_ring
 
 _F32_HALF = np.float32(0.5)
 #: Margin of the fast path: a cell within ``(count + 8) * _TOL_UNIT`` of the threshold is recomputed.
@@ -95,182 +98,6 @@ def _sample_axis(lo, hi, size, ratio, n_pix, origin, n_region):
 
 
 @njit(inline="always")
-def _cell_windows(idx_lo, idx_hi, w_lo, w_hi, g, size):
-    """Per cell: the window [lo, hi] of taps it reads and the cumulative weights over it.
-
-    Returns (lo (size,), hi (size,), start (size + 1,), cum): cell ``i`` with ``hi[i] >= lo[i]``
-    reads taps ``lo[i]..hi[i]``; ``cum[start[i] + k]`` is the summed weight of its taps before
-    ``lo[i] + k`` (k = 0..hi - lo + 1), in float64. A cell without samples in the image has
-    ``hi < lo``.
-    """
-    lo = np.full(size, 1 << 62, dtype=np.int64)
-    hi = np.full(size, -1, dtype=np.int64)
-    for i in range(size):
-        for t in range(g):
-            s = i * g + t
-            if w_lo[s] != 0.0 or w_hi[s] != 0.0:
-                lo[i] = min(lo[i], idx_lo[s])
-                hi[i] = max(hi[i], idx_hi[s])
-    start = np.zeros(size + 1, dtype=np.int64)
-    for i in range(size):
-        start[i + 1] = start[i] + (hi[i] - lo[i] + 2 if hi[i] >= lo[i] else 0)
-    cum = np.zeros(start[size], dtype=np.float64)
-    for i in range(size):
-        if hi[i] < lo[i]:
-            continue
-        base = start[i] + 1  # cum[start[i]] = 0; per-tap weights first, then the running sum
-        for t in range(g):
-            s = i * g + t
-            if w_lo[s] != 0.0 or w_hi[s] != 0.0:
-                cum[base + idx_lo[s] - lo[i]] += np.float64(w_lo[s])
-                cum[base + idx_hi[s] - lo[i]] += np.float64(w_hi[s])
-        for k in range(start[i] + 1, start[i + 1]):
-            cum[k] += cum[k - 1]
-    return lo, hi, start, cum
-
-
-@njit(inline="always")
-def _run_end(buf, words, pos, stop, v):
-    """First position in [pos, stop) of a contiguous uint8 ``buf`` whose byte is not ``v`` (``stop`` if none).
-
-    ``words`` is ``buf`` viewed as uint64 (8-byte aligned), so long runs are skipped 8 bytes at a time.
-    """
-    while pos < stop and (pos & 7) != 0:
-        if buf[pos] != v:
-            return pos
-        pos += 1
-    pattern = np.uint64(v) * np.uint64(0x0101010101010101)
-    while pos + 8 <= stop and words[pos >> 3] == pattern:
-        pos += 8
-    while pos < stop:
-        if buf[pos] != v:
-            return pos
-        pos += 1
-    return stop
-
-
-@njit(inline="always")
-def _grown(a, need):
-    """``a`` copied into a new array of at least ``need`` (and at least twice as many) elements."""
-    out = np.empty(max(need, 2 * a.size), dtype=a.dtype)
-    for k in range(a.size):  # a loop, not a slice assignment: parallel=True checks slice sizes at run time
-        out[k] = a[k]
-    return out
-
-
-@njit(inline="always")
-def _line_sums(buf, words, off, sa, p_min, p_max, b_lo, b_hi, b_wl, b_wh, gb, sb, q_min, q_max, size):
-    """Weighted sums along axis b of every pixel line of axis a, kept sparse.
-
-    Along axis b (the one with the smaller stride) every line of pixels is read as runs of equal
-    values, not pixel by pixel. A run ``[s, e)`` of value ``v`` gives ``v * (cum_i(e) - cum_i(s))``
-    to the few cells ``i`` whose window holds one of its ends (a "partial" entry), and ``v`` times
-    the cell's total weight to the cells whose window lies inside it (one "full" interval).
-    Line ``L``'s sum for cell ``c`` = its partial entries for ``c`` + ``total[c]`` times the sum of
-    ``v`` over its full intervals holding ``c``.
-
-    Returns (pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total): line ``L`` owns partial
-    entries ``pe_start[L]:pe_start[L + 1]`` and full intervals ``[fi_c0, fi_c1)`` with value ``fi_v``
-    at ``fi_start[L]:fi_start[L + 1]``.
-    """
-    lo, hi, start, cum = _cell_windows(b_lo, b_hi, b_wl, b_wh, gb, size)
-    # first[r - q_min]: the first cell whose window ends at or after r (windows move monotonically)
-    first = np.empty(q_max - q_min + 2, dtype=np.int64)
-    i = 0
-    for r in range(q_min, q_max + 2):
-        while i < size and (hi[i] < lo[i] or hi[i] < r):
-            i += 1
-        first[r - q_min] = i
-    total = np.zeros(size, dtype=np.float64)
-    for c in range(size):
-        if hi[c] >= lo[c]:
-            total[c] = cum[start[c + 1] - 1]
-    n_lines = p_max - p_min + 1
-    pe_start = np.zeros(n_lines + 1, dtype=np.int64)
-    fi_start = np.zeros(n_lines + 1, dtype=np.int64)
-    # capacity: every nonzero run (at most half the positions, rounded up) has at most `deep`
-    # partial entries at each end and one full interval
-    deep = 0
-    for r in range(q_min, q_max + 1):
-        c = first[r - q_min]
-        d = 0
-        while c < size and lo[c] <= r:
-            d += 1
-            c += 1
-        deep = max(deep, d)
-    # the cells straddling each boundary position r (lo < r <= hi): first[r - q_min] + d for
-    # d < n_str[r - q_min], with their summed weight before r in f_str[(r - q_min) * deep + d]
-    n_pos = q_max - q_min + 2
-    n_str = np.zeros(n_pos, dtype=np.int64)
-    f_str = np.zeros(n_pos * deep, dtype=np.float64)
-    for u in range(n_pos):
-        r = q_min + u
-        c = first[u]
-        d = 0
-        while c < size and lo[c] < r:
-            f_str[u * deep + d] = cum[start[c] + r - lo[c]]
-            d += 1
-            c += 1
-        n_str[u] = d
-    # a line has at most `line_runs` nonzero runs; the arrays start at 4 a line and grow before a line could overflow them
-    line_runs = (q_max - q_min + 2) // 2 + 1
-    runs = 4 * n_lines + line_runs
-    pe_cell = np.empty(2 * deep * runs + 1, dtype=np.int64)
-    pe_val = np.empty(2 * deep * runs + 1, dtype=np.float64)
-    fi_c0 = np.empty(runs + 1, dtype=np.int64)
-    fi_c1 = np.empty(runs + 1, dtype=np.int64)
-    fi_v = np.empty(runs + 1, dtype=np.float64)
-    ne = 0
-    nf = 0
-    use_words = sb == 1 and words.size > 0
-    for a in range(n_lines):
-        if nf + line_runs + 1 > fi_c0.size:
-            fi_c0 = _grown(fi_c0, nf + line_runs + 1)
-            fi_c1 = _grown(fi_c1, nf + line_runs + 1)
-            fi_v = _grown(fi_v, nf + line_runs + 1)
-        if ne + 2 * deep * line_runs + 1 > pe_cell.size:
-            pe_cell = _grown(pe_cell, ne + 2 * deep * line_runs + 1)
-            pe_val = _grown(pe_val, ne + 2 * deep * line_runs + 1)
-        base = off + (p_min + a) * sa
-        r = q_min
-        while r <= q_max:
-            v = buf[base + r * sb]
-            s = r
-            if use_words:
-                r = _run_end(buf, words, base + r + 1, base + q_max + 1, v) - base
-            else:
-                r += 1
-                while r <= q_max and buf[base + r * sb] == v:
-                    r += 1
-            if v == 0:
-                continue
-            fv = np.float64(v)
-            us = s - q_min
-            ue = r - q_min
-            fs = first[us]
-            fe = first[ue]
-            for d in range(n_str[us]):  # windows holding the run's start (and maybe its end)
-                c = fs + d
-                f_end = f_str[ue * deep + c - fe] if c >= fe else total[c]
-                pe_cell[ne] = c
-                pe_val[ne] = fv * (f_end - f_str[us * deep + d])
-                ne += 1
-            c = fs + n_str[us]
-            if fe > c:  # windows inside the run: [c, fe)
-                fi_c0[nf] = c
-                fi_c1[nf] = fe
-                fi_v[nf] = fv
-                nf += 1
-            for d in range(max(c, fe) - fe, n_str[ue]):  # windows holding only the run's end
-                pe_cell[ne] = fe + d
-                pe_val[ne] = fv * f_str[ue * deep + d]
-                ne += 1
-        pe_start[a + 1] = ne
-        fi_start[a + 1] = nf
-    return pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total
-
-
-@njit(inline="always")
 def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, fcount):
     """Cell ``(i, j)`` in torchvision's float32 order (see the module docstring)."""
     acc = np.float32(0.0)
@@ -298,8 +125,8 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b):
     """Thresholded cells of a box with one sample per cell (``count == 1``: no side longer than ``size``).
 
-    Separable, like the one-sample kernel: the two source rows of output row ``i`` are interpolated
-    along x once (kept while the next output row reads them too) and blended along y, in float64 from
+    Separable, with the one-sample kernel's bilinear step (``crop._source_rows``): the two source rows
+    of output row ``i`` are interpolated along x and blended along y, in float64 from
     the float32 per-axis weights. torchvision's float32 value differs by at most ``7 * 2**-24``; a cell
     within ``9 * _TOL_UNIT`` of the threshold is recomputed in its exact order.
     """
@@ -315,35 +142,67 @@ def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, 
     key0 = -1
     key1 = -1
     for i in range(size):
-        ra = off + ylo[i] * sy
-        rb = off + yhi[i] * sy
-        if ra != key0:
-            if ra == key1:
-                row0, row1 = row1, row0
-                key0, key1 = key1, key0
-            else:
-                for j in range(size):
-                    row0[j] = wx_lo[j] * buf[ra + x_lo[j]] + wx_hi[j] * buf[ra + x_hi[j]]
-                key0 = ra
-        if rb != key1:
-            if rb == key0:
-                row1[:] = row0
-            else:
-                for j in range(size):
-                    row1[j] = wx_lo[j] * buf[rb + x_lo[j]] + wx_hi[j] * buf[rb + x_hi[j]]
-            key1 = rb
+        row0, row1, key0, key1 = _source_rows(buf, off + ylo[i] * sy, off + yhi[i] * sy, x_lo, x_hi, wx_lo, wx_hi,
+                                              row0, row1, key0, key1)
         ya = np.float64(ywl[i])
         yb = np.float64(ywh[i])
-        near = False  # branch-free first pass (vectorised), exact order only where needed
+        n_near = 0  # branch-free first pass (vectorised), exact order only where needed
         for j in range(size):
             v = ya * row0[j] + yb * row1[j]
             out_b[b, i, j] = v > threshold
-            near |= abs(v - threshold) <= band
-        if near:
+            n_near += abs(v - threshold) <= band
+        if n_near:
             for j in range(size):
                 if abs(ya * row0[j] + yb * row1[j] - threshold) <= band:
                     out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, 1, 1, ylo, yhi, ywl, ywh,
                                                  xlo, xhi, xwl, xwh, one) >= t32
+
+
+@njit(inline="always")
+def _several_samples(b, buf, words, off, sy, sx, gy, ylo, yhi, ywl, ywh, y_min, y_max,
+                     gx, xlo, xhi, xwl, xwh, x_min, x_max, size, threshold, out_b):
+    """Thresholded cells of a box with ``count = gy * gx > 1`` samples per cell, from run-length area sums.
+
+    Pixel lines run along the axis with the smaller stride (contiguous pixels) and are combined along
+    the other (``roi_runs``); output lines follow the combined axis, so when that is x they fill a
+    transposed tile first (contiguous stores), copied into ``out_b[b]`` at the end.
+    """
+    count = gy * gx
+    x_first = sx >= sy
+    if x_first:  # pixel lines along y, combined along x
+        blo, bhi, bstart, bcum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
+        tables = _boundary_tables(blo, bhi, bstart, bcum, size, y_min, y_max)
+        alo, ahi, astart, acum = _cell_windows(xlo, xhi, xwl, xwh, gx, size)
+        sa, sb, q_min, q_max = sx, sy, y_min, y_max
+    else:
+        blo, bhi, bstart, bcum = _cell_windows(xlo, xhi, xwl, xwh, gx, size)
+        tables = _boundary_tables(blo, bhi, bstart, bcum, size, x_min, x_max)
+        alo, ahi, astart, acum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
+        sa, sb, q_min, q_max = sy, sx, x_min, x_max
+    ring, ring_at = _new_ring(alo, ahi, size)
+    acc = np.empty(size, dtype=np.float64)
+    tile = np.empty((size if x_first else 0, size), dtype=np.bool_)
+    band = (count + 8) * _TOL_UNIT * count  # compare sums, not means: no division per cell
+    level = threshold * count
+    t32 = np.float32(threshold)
+    fcount = np.float32(count)
+    for p in range(size):
+        _cell_sums(p, buf, words, off, sa, sb, q_min, q_max, tables, alo, ahi, astart, acum, ring, ring_at, acc)
+        dest = tile[p] if x_first else out_b[b, p]
+        n_near = 0  # branch-free first pass (vectorised), exact order only where needed
+        for c in range(size):
+            dest[c] = acc[c] > level
+            n_near += abs(acc[c] - level) <= band
+        if n_near:
+            for c in range(size):
+                if abs(acc[c] - level) <= band:
+                    i, j = (c, p) if x_first else (p, c)
+                    dest[c] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
+                                          xlo, xhi, xwl, xwh, fcount) >= t32
+    if x_first:
+        for i in range(size):
+            for j in range(size):
+                out_b[b, i, j] = tile[j, i]
 
 
 @njit(inline="always")
@@ -358,71 +217,17 @@ def _adaptive_one(b, buf, words, meta, boxes, size, ratio, binary, threshold, ou
         boxes[b, 0], boxes[b, 2], size, ratio, meta[b, 8], meta[b, 4], meta[b, 6])
     if gy <= 0 or gx <= 0 or y_max < 0 or x_max < 0:
         return  # no sample, or every sample outside the image: all zero
-    count = gy * gx
-    fcount = np.float32(count)
-    if binary and count == 1:
-        _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b)
-        return
     if not binary:
+        fcount = np.float32(gy * gx)
         for i in range(size):
             for j in range(size):
                 out_f[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
                                              xlo, xhi, xwl, xwh, fcount)
-        return
-    # runs along the axis with the smaller stride (contiguous pixels), then taps along the other
-    x_first = sx >= sy
-    if x_first:
-        sparse = _line_sums(buf, words, off, sx, x_min, x_max, ylo, yhi, ywl, ywh, gy, sy, y_min, y_max, size)
-        alo, ahi, astart, acum = _cell_windows(xlo, xhi, xwl, xwh, gx, size)
-        p_min = x_min
+    elif gy * gx == 1:
+        _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b)
     else:
-        sparse = _line_sums(buf, words, off, sy, y_min, y_max, xlo, xhi, xwl, xwh, gx, sx, x_min, x_max, size)
-        alo, ahi, astart, acum = _cell_windows(ylo, yhi, ywl, ywh, gy, size)
-        p_min = y_min
-    acc = np.empty(size, dtype=np.float64)
-    band = (count + 8) * _TOL_UNIT * count  # compare sums, not means: no division per cell
-    level = threshold * count
-    t32 = np.float32(threshold)
-    for p in range(size):
-        _cell_sums(p, p_min, alo, ahi, astart, acum, sparse, acc)
-        near = False  # branch-free first pass (vectorised), exact order only where needed
-        if x_first:
-            for c in range(size):
-                out_b[b, c, p] = acc[c] > level
-                near |= abs(acc[c] - level) <= band
-        else:
-            for c in range(size):
-                out_b[b, p, c] = acc[c] > level
-                near |= abs(acc[c] - level) <= band
-        if near:
-            for c in range(size):
-                if abs(acc[c] - level) <= band:
-                    i, j = (c, p) if x_first else (p, c)
-                    out_b[b, i, j] = _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh,
-                                                 xlo, xhi, xwl, xwh, fcount) >= t32
-
-
-@njit(inline="always")
-def _cell_sums(p, p_min, alo, ahi, astart, acum, sparse, acc):
-    """``acc[c]`` = the sum (not the mean) of the samples of cell ``c`` of output line ``p``, in float64.
-
-    Output line ``p`` reads the pixel lines ``alo[p]..ahi[p]`` of ``_line_sums`` with their cumulative
-    weights ``acum``; a full interval adds its value times each cell's total weight directly (a
-    vectorised loop, no running sum whose add latency would serialise the cells).
-    """
-    pe_start, pe_cell, pe_val, fi_start, fi_c0, fi_c1, fi_v, total = sparse
-    acc[:] = 0.0
-    for k in range(alo[p], ahi[p] + 1):
-        w = acum[astart[p] + k - alo[p] + 1] - acum[astart[p] + k - alo[p]]
-        if w == 0.0:
-            continue
-        line = k - p_min
-        for e in range(pe_start[line], pe_start[line + 1]):
-            acc[pe_cell[e]] += w * pe_val[e]
-        for f in range(fi_start[line], fi_start[line + 1]):
-            wf = w * fi_v[f]
-            for c in range(fi_c0[f], fi_c1[f]):
-                acc[c] += wf * total[c]
+        _several_samples(b, buf, words, off, sy, sx, gy, ylo, yhi, ywl, ywh, y_min, y_max,
+                         gx, xlo, xhi, xwl, xwh, x_min, x_max, size, threshold, out_b)
 
 
 @njit(parallel=True, cache=True)
@@ -444,6 +249,6 @@ def adaptive_ragged_serial(buf, words, meta, boxes, size, ratio, binary, thresho
 
 def word_view(buf: np.ndarray) -> np.ndarray:
     """``buf`` (uint8) as uint64 words for the run scan, or an empty array when that is not possible."""
-    if buf.dtype == np.uint8 and buf.ctypes.data % 8 == 0 and buf.size >= 8:
+    if buf.dtype == np.uint8 and buf.ctypes.data % 8 == 0 and buf.size >= 8 and sys.byteorder == "little":
         return buf[: buf.size // 8 * 8].view(np.uint64)
     return np.zeros(0, dtype=np.uint64)

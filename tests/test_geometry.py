@@ -107,7 +107,7 @@ def test_adaptive_one_sample_cells_decide_ties_in_torchvision_order():
 
 
 def test_adaptive_parallel_kernel_on_many_runs_per_line():
-    """A batch big enough for the parallel kernel, noisy masks (many runs a line: the run arrays grow)."""
+    """A batch big enough for the parallel kernel, noisy masks (many runs a line), C-order (row lines)."""
     rng = np.random.default_rng(3)
     masks = rng.random((6, 150, 330)) > 0.6
     masks[:, 20:120, 40:300] |= True
