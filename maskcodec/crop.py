@@ -16,8 +16,10 @@ from numba import njit, prange
 
 from . import backend
 from .backend import Array
+from .bilinear import _source_rows
 from .box_checks import _check_boxes, _check_size, _check_threshold
 from .parallel import PARALLEL_MIN_WORK, parallel_allowed
+from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
 
 __all__ = ["crop_resize"]
 
@@ -63,35 +65,6 @@ def _roi_axis(start, extent, size, n_pix, origin, n_region, stride, lo_idx, lo_w
         hi_idx[k] = rh * stride
         lo_w[k] = wl
         hi_w[k] = wh
-
-
-@njit(inline="always")
-def _source_rows(buf, ra, rb, x_lo, x_hi, wx_lo, wx_hi, row0, row1, key0, key1):
-    """The two source rows of an output row, interpolated along x: the separable bilinear step.
-
-    ``ra`` / ``rb``: buffer offsets of the rows holding the low / high y taps; ``x_lo`` / ``x_hi``
-    (size,) int64 buffer offsets of the x taps (times the x stride) and ``wx_lo`` / ``wx_hi``
-    (size,) float64 their weights. ``row0`` / ``row1`` (size,) float64 hold the rows interpolated
-    from offsets ``key0`` / ``key1`` (-1: none yet); consecutive output rows mostly read the same
-    source rows, which are then reused (or swapped) instead of recomputed.
-    Returns (row0, row1, key0, key1) with row0 = row ``ra`` and row1 = row ``rb`` interpolated.
-    """
-    if ra != key0:
-        if ra == key1:
-            row0, row1 = row1, row0
-            key0, key1 = key1, key0
-        else:
-            for j in range(row0.size):
-                row0[j] = wx_lo[j] * buf[ra + x_lo[j]] + wx_hi[j] * buf[ra + x_hi[j]]
-            key0 = ra
-    if rb != key1:
-        if rb == key0:
-            row1[:] = row0
-        else:
-            for j in range(row1.size):
-                row1[j] = wx_lo[j] * buf[rb + x_lo[j]] + wx_hi[j] * buf[rb + x_hi[j]]
-        key1 = rb
-    return row0, row1, key0, key1
 
 
 @njit(inline="always")
@@ -182,8 +155,6 @@ def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: 
             kernel = _crop_resize_ragged if parallel else _crop_resize_ragged_serial
             kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
         else:
-            # imported here: roi_adaptive imports this module's bilinear step (_source_rows)
-            from .roi_adaptive import adaptive_ragged, adaptive_ragged_serial, word_view
 
             kernel = adaptive_ragged if parallel else adaptive_ragged_serial
             kernel(buf, word_view(buf), meta, boxes, size, 0, threshold is not None, t, out_f, out_b)

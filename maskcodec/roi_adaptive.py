@@ -31,7 +31,7 @@ import sys
 import numpy as np
 from numba import njit, prange
 
-from .crop import _source_rows
+from .bilinear import _source_rows
 from .roi_runs import _boundary_tables, _cell_sums, _cell_windows, _new_ring
 
 _F32_HALF = np.float32(0.5)
@@ -125,7 +125,7 @@ def _exact_cell(buf, off, sy, sx, i, j, gy, gx, ylo, yhi, ywl, ywh, xlo, xhi, xw
 def _single_sample(b, buf, off, sy, sx, ylo, yhi, ywl, ywh, xlo, xhi, xwl, xwh, size, threshold, out_b):
     """Thresholded cells of a box with one sample per cell (``count == 1``: no side longer than ``size``).
 
-    Separable, with the one-sample kernel's bilinear step (``crop._source_rows``): the two source rows
+    Separable, with the one-sample kernel's bilinear step (``bilinear._source_rows``): the two source rows
     of output row ``i`` are interpolated along x and blended along y, in float64 from
     the float32 per-axis weights. torchvision's float32 value differs by at most ``7 * 2**-24``; a cell
     within ``9 * _TOL_UNIT`` of the threshold is recomputed in its exact order.
