@@ -93,8 +93,9 @@ class PostProcess:
 
 def _decode(codec: Any, vectors: torch.Tensor) -> torch.Tensor:
     """(M, n_k) float32 -> (M, N, N) soft masks, in one batch on ``vectors``' device. On the CPU a
-    maskcodec codec decodes the numpy view (its numba kernels: 0.75x the time of its torch GEMMs for 100
-    DCT vectors, ``benchmarks/results_model_speed.md``); other codecs and devices get the tensor."""
+    maskcodec codec decodes the numpy view with its numba kernels (for 100 DCT vectors, one thread: as fast
+    as its torch GEMMs or faster, see the stage table of ``benchmarks/results_model_speed.md``); other codecs
+    and devices get the tensor."""
     if vectors.device.type == "cpu" and isinstance(codec, MaskCodec):
         return torch.from_numpy(codec.decode(vectors.numpy()))
     return codec.decode(vectors)
