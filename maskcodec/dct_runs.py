@@ -216,18 +216,29 @@ def _row_deltas(prefix, starts, offsets, nchg, delta):  # pragma: no cover - num
 
 @njit(fastmath=True, cache=True, nogil=True)
 def _column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum):  # pragma: no cover - numba
-    """spectrum[h, w] = sum_r suffix[changed[r], h] * delta[w, r] for w <= wmax[h] (8-column blocks)."""
+    """spectrum[h, w] = sum_r suffix[changed[r], h] * delta[w, r] for w <= wmax[h] (8-column blocks).
+
+    The sums over r run to a multiple of 8 (zero weights and deltas past ``nchg``; ``delta`` and
+    ``weights`` have room for them): LLVM vectorises them 8 rows at a time and, knowing the
+    multiple, emits no scalar remainder loop (one per block and coefficient row otherwise).
+    """
     kr = suffix.shape[1]
     for r in range(nchg):
         i = changed[r]
         for h in range(kr):
             weights[h, r] = suffix[i, h]
+    n8 = (nchg + 7) // 8 * 8
+    for r in range(nchg, n8):
+        for h in range(kr):
+            weights[h, r] = 0.0
+        for q in range(delta.shape[0]):
+            delta[q, r] = 0.0
     for h in range(kr):
         hu = np.uint64(h)
         for qb in range((wmax[h] + 8) // 8):
             q0 = np.uint64(qb * 8)
             a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
-            for r in range(nchg):
+            for r in range(n8):
                 ru = np.uint64(r)
                 a = weights[hu, ru]
                 a0 += a * delta[q0, ru]
@@ -258,8 +269,9 @@ def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, wmax, out, b
     offsets = np.empty(n + 1, np.int64)
     changed = np.empty(n, np.int64)
     bits = np.zeros((2, (n + 63) // 64), np.uint64)
-    delta = np.empty((kcp, n), np.float32)
-    weights = np.empty((kr, n), np.float32)
+    n8 = -(-n // 8) * 8  # the column pass pads its sums over changed rows to a multiple of 8
+    delta = np.empty((kcp, n8), np.float32)
+    weights = np.empty((kr, n8), np.float32)
     for m in range(start, stop):
         nchg = _scan_rows(flat, m, n, bits, starts, offsets, changed)
         binary[m] = nchg >= 0

@@ -229,6 +229,21 @@ def test_binary_fast_path_parallel_and_serial_batches_agree():
     np.testing.assert_allclose(whole, zigzag_dctn(m, 40), atol=1e-4)
 
 
+def test_run_length_kernel_with_every_count_of_changed_rows():
+    """The column pass pads its sums over changed rows to a multiple of 8: every count from 0 to N
+    (N = 21, not a multiple of 8), in rising and falling order so stale padding would show."""
+    from maskcodec.dct_runs import encode_binary
+
+    n, k = 21, 60
+    m = np.zeros((n + 1, n, n), dtype=bool)
+    for j in range(n + 1):  # mask j: its first j rows differ from the row above, the rest repeat
+        m[j, :j:2, 3:11] = True
+        m[j, 1:j:2, 5:17] = True
+        m[j, j:] = m[j, j - 1] if j else False
+    for batch in (m, m[::-1]):
+        np.testing.assert_allclose(encode_binary(batch, k), zigzag_dctn(batch, k), atol=1e-4)
+
+
 def test_float_masks_of_only_0_and_1_take_the_run_length_path(monkeypatch):
     from maskcodec import dct_dense
 
