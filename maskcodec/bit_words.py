@@ -1,4 +1,5 @@
-"""64 mask values to one uint64 bit word: a numba intrinsic that compiles to vector compares.
+"""Word-at-a-time helpers for numba kernels: 64 mask values to one uint64 bit word (a numba intrinsic
+that compiles to vector compares), and the first nonzero byte of a uint64 read from bytes.
 
 ``nonzero_bits64(flat, start)`` loads ``flat[start:start + 64]`` as one LLVM vector, compares it
 with 0 and with 1 and bit-casts the two ``<64 x i1>`` results to integers; on x86 this is a few
@@ -7,15 +8,22 @@ float32 mask runs at memory bandwidth. numba has no portable way to write this a
 loop it vectorises shifts 64-bit lanes, several times slower); LLVM lowers the same IR on
 other CPUs too. Used by the run-length DCT kernel (``maskcodec.dct_runs``).
 
+``first_nonzero_byte(x)`` gives the byte scans of ``box_rle`` and ``roi_runs`` the position of
+the first differing byte in a uint64 read from 8 bytes; it assumes little-endian byte order,
+as numba's platforms all are.
+
 numba's on-disk cache of a kernel is keyed on the kernel's own source file: after editing this
-module, delete ``maskcodec/__pycache__/dct_runs.*.nb[ic]`` so the kernels are compiled again.
+module, delete ``maskcodec/__pycache__/{dct_runs,box_rle,roi_runs,roi_adaptive,crop}.*.nb[ic]`` so
+the kernels are compiled again.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import errors
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 _WIDTH = 64
@@ -51,3 +59,10 @@ def nonzero_bits64(typingctx, flat, start):  # pragma: no cover - compiled by nu
         return context.make_tuple(builder, signature.return_type, words)
 
     return sig, codegen
+
+
+@njit(inline="always")
+def first_nonzero_byte(x):  # pragma: no cover - compiled by numba
+    """Index (0..7, int64) of the lowest nonzero byte of a nonzero uint64 ``x``: the first in memory
+    of a word read from 8 bytes on a little-endian machine."""
+    return np.int64(trailing_zeros(x)) >> 3

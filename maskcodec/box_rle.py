@@ -25,6 +25,7 @@ from numba import njit
 
 from . import backend
 from .backend import Array
+from .bit_words import first_nonzero_byte
 from .box_checks import _check_boxes, _check_image_size, _check_masks, _check_threshold
 from .paste import _paste_axis
 
@@ -102,11 +103,6 @@ def _threshold_columns(lines, u0, u1, lu, c_lo, ny, threshold, tile):
 _ONES = np.uint64(0x0101010101010101)  # eight 1 bytes
 _ZERO = np.uint64(0)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
-_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
-_DE_BRUIJN_BIT = np.zeros(64, dtype=np.int64)  # (lowest set bit * _DE_BRUIJN) >> 58 -> that bit's index
-for _bit in range(64):
-    _DE_BRUIJN_BIT[((1 << _bit) * int(_DE_BRUIJN)) % (1 << 64) >> 58] = _bit
-
 
 @njit(inline="always")
 def _reserve(cnts, pos, need):
@@ -116,13 +112,6 @@ def _reserve(cnts, pos, need):
     grown = np.empty(max(2 * cnts.shape[0], pos + need), dtype=cnts.dtype)
     grown[:pos] = cnts[:pos]
     return grown
-
-
-@njit(inline="always")
-def _first_byte(x):
-    """Index of the lowest non-zero byte of a non-zero uint64 (little-endian byte order)."""
-    low = x & (~x + np.uint64(1))
-    return _DE_BRUIJN_BIT[(low * _DE_BRUIJN) >> np.uint64(58)] >> 3
 
 
 @njit(inline="always")
@@ -139,7 +128,7 @@ def _append_column(words, ny, cnts, pos, value, run):
         differ = (words[q] ^ (_ONES if value else _ZERO)) & keep  # 1 in bytes that change the run
         start = 0  # bytes of this word already counted
         while differ:
-            i = _first_byte(differ)
+            i = first_nonzero_byte(differ)
             cnts[pos] = run + (i - start)
             pos += 1
             run = 0

@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .bit_words import first_nonzero_byte
+
 
 @njit(inline="always")
 def _cell_windows(idx_lo, idx_hi, w_lo, w_hi, g, size):
@@ -90,20 +92,6 @@ def _boundary_tables(lo, hi, start, cum, size, q_min, q_max):
     return first, n_str, f_str, deep, total
 
 
-#: De Bruijn multiplier and table: the index of the lowest set bit of a uint64 from one multiply and a look-up.
-_DE_BRUIJN = np.uint64(0x03F79D71B4CB0A89)
-_LOWEST_BIT = np.zeros(64, dtype=np.int64)
-for _i in range(64):
-    _LOWEST_BIT[((1 << _i) * int(_DE_BRUIJN) & (2**64 - 1)) >> 58] = _i
-
-
-@njit(inline="always")
-def _first_byte(x):
-    """Index (0..7) of the lowest nonzero byte of a nonzero uint64 ``x`` (the first in memory, little-endian)."""
-    low = x & (~x + np.uint64(1))
-    return _LOWEST_BIT[(low * _DE_BRUIJN) >> np.uint64(58)] >> 3
-
-
 @njit(inline="always")
 def _run_end(buf, words, pos, stop, v):
     """First position in [pos, stop) of a contiguous uint8 ``buf`` whose byte is not ``v`` (``stop`` if none).
@@ -116,12 +104,12 @@ def _run_end(buf, words, pos, stop, v):
     if pos < stop and w < words.size:
         x = (words[w] ^ pattern) >> np.uint64(8 * (pos & 7))  # bytes before pos dropped
         if x != 0:
-            return min(pos + _first_byte(x), stop)
+            return min(pos + first_nonzero_byte(x), stop)
         w += 1
         while w * 8 < stop and w < words.size:
             x = words[w] ^ pattern
             if x != 0:
-                return min(w * 8 + _first_byte(x), stop)
+                return min(w * 8 + first_nonzero_byte(x), stop)
             w += 1
         pos = max(pos, w * 8)
     while pos < stop:  # the bytes after the last whole word of buf
