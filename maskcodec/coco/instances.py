@@ -258,7 +258,8 @@ def segmentation_mask(segmentation: Any, height: int, width: int) -> np.ndarray 
     else:
         counts = segmentation["counts"]
         rle = {"size": [height, width], "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
-    return mask_utils.decode(rle).astype(bool)
+    with _pycocotools_quiet():
+        return mask_utils.decode(rle).astype(bool)
 
 
 def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
@@ -270,10 +271,17 @@ def annotation_mask(coco: COCO, ann: dict) -> np.ndarray:
     problem = segmentation_problem(ann.get("segmentation"), img.get("height", 0), img.get("width", 0))
     if problem is not None:
         raise ValueError(f"annotation {ann.get('id')}: {problem}")
-    with warnings.catch_warnings():
-        # pycocotools' decode trips numpy 2's __array__(copy=...) deprecation once per call
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _pycocotools_quiet():
         return coco.annToMask(ann).astype(bool)
+
+
+@contextlib.contextmanager
+def _pycocotools_quiet():
+    """Silence the DeprecationWarning pycocotools' decode trips once per call under numpy 2
+    (its ``__array__`` without ``copy=``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def sample_annotation_files() -> dict[str, Path]:
