@@ -10,6 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 from pycocotools.coco import COCO
 
+from ..box_checks import _check_size
 from ..crop import _check_sampling_ratio, _sample_regions, crop_resize
 from ..parallel import parallel_allowed
 from .instances import annotation_mask, read_instances
@@ -137,10 +138,8 @@ def iter_mask_batches(
 
 
 def _check_stream_args(mask_size: Any, batch_size: Any, max_masks: Any) -> None:
-    if isinstance(mask_size, bool) or not isinstance(mask_size, (int, np.integer)) or mask_size < 1:
-        raise ValueError(f"mask_size must be a positive integer, got {mask_size!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _check_size(mask_size, "mask_size")
+    _check_size(batch_size, "batch_size")
     if max_masks is not None and (isinstance(max_masks, bool) or not isinstance(max_masks, (int, np.integer))
                                   or max_masks < 0):
         raise ValueError(f"max_masks must be a non-negative integer or None, got {max_masks!r}")
