@@ -155,7 +155,6 @@ def _sample_regions(buf: np.ndarray, meta: np.ndarray, boxes: np.ndarray, size: 
             kernel = _crop_resize_ragged if parallel else _crop_resize_ragged_serial
             kernel(buf, meta, boxes, size, threshold is not None, t, out_f, out_b)
         else:
-
             kernel = adaptive_ragged if parallel else adaptive_ragged_serial
             kernel(buf, word_view(buf), meta, boxes, size, 0, threshold is not None, t, out_f, out_b)
     return out_b if threshold is not None else out_f
