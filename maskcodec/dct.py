@@ -97,10 +97,10 @@ class DCTCodec(MaskCodec):
 
     # -- validation ------------------------------------------------------------------
     def _validate_masks(self, masks: Array) -> Array:
-        """numpy float masks: shape only here; their values are checked by the kernels that
-        read them (``_encode_float``). Everything else: ``MaskCodec``."""
+        """numpy uint8 and float masks: shape only here; their values are checked by the kernels
+        that read them (``_encode_numeric``). Everything else: ``MaskCodec``."""
         n = self.mask_size
-        if (isinstance(masks, np.ndarray) and masks.dtype in (np.float32, np.float64)
+        if (isinstance(masks, np.ndarray) and masks.dtype in (np.uint8, np.float32, np.float64)
                 and masks.ndim == 3 and masks.shape[1:] == (n, n)):
             return masks
         return super()._validate_masks(masks)
@@ -108,24 +108,27 @@ class DCTCodec(MaskCodec):
     # -- transforms ----------------------------------------------------------------
     def _encode(self, masks: Array) -> Array:
         kind = backend.backend_of(masks)
-        if kind == "numpy" and masks.dtype in (np.bool_, np.uint8):
+        if kind == "numpy" and masks.dtype == np.bool_:
             # Binary masks: a run-length kernel whose cost follows the boundary (dct_runs).
-            # uint8 masks were checked to hold only 0 and 1 by MaskCodec._validate_masks.
             from .dct_runs import encode_binary
 
             return encode_binary(masks, self.n_components)
-        if kind == "numpy" and masks.dtype in (np.float32, np.float64):
-            return self._encode_float(masks)
+        if kind == "numpy" and masks.dtype in (np.uint8, np.float32, np.float64):
+            return self._encode_numeric(masks)
         return self._encode_dense(masks)
 
-    def _encode_float(self, masks: np.ndarray) -> np.ndarray:
-        """numpy float masks: the run-length kernel reads each mask once, checking that it holds
-        only 0 and 1 as it goes; the masks that hold another value (its scan stops there) take
-        the dense kernel, which validates their values as it reads them."""
+    def _encode_numeric(self, masks: np.ndarray) -> np.ndarray:
+        """numpy uint8 and float masks: the run-length kernel reads each mask once, checking that
+        it holds only 0 and 1 as it goes. A uint8 mask holding another value is an error
+        (``MaskCodec._validate_masks`` names it); float masks that do (their scan stops there)
+        take the dense kernel, which validates their values as it reads them."""
         from .dct_dense import encode_dense
         from .dct_runs import encode_runs
 
+        masks = np.ascontiguousarray(masks)  # one copy here at most: the kernels below then copy nothing
         out, binary = encode_runs(masks, self.n_components)
+        if masks.dtype == np.uint8 and not binary.all():
+            super()._validate_masks(masks)  # raises: a uint8 value above 1
         soft = np.flatnonzero(~binary)
         # each stretch of consecutive such masks as one slice: a gather would copy them
         for stretch in np.split(soft, np.flatnonzero(np.diff(soft) != 1) + 1) if len(soft) else ():
