@@ -210,6 +210,13 @@ class TrainingParts:
     val_loader: Optional[DataLoader]
 
 
+def make_eval_loader(ds, cfg: Config, info: DistInfo) -> DataLoader:
+    """DataLoader of ``ds`` for evaluation: file order, unshuffled, each process taking its share of every batch."""
+    sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
+                                    world_size=info.world_size)
+    return make_loader(ds, sampler, cfg, info)
+
+
 def build_training(cfg: Config, codec, info: DistInfo) -> TrainingParts:
     """Datasets (val only when ``train.eval_every`` > 0), model and criterion on ``info.device``, fused AdamW
     with Deformable DETR's parameter groups, step-decay schedule, AMP scaler, the training batch sampler and
@@ -231,8 +238,6 @@ def build_training(cfg: Config, codec, info: DistInfo) -> TrainingParts:
     train_loader = make_loader(train_ds, sampler, cfg, info)
     val_loader = None
     if val_ds is not None:
-        val_sampler = ResumableBatchSampler(len(val_ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
-                                            world_size=info.world_size)
-        val_loader = make_loader(val_ds, val_sampler, cfg, info)
+        val_loader = make_eval_loader(val_ds, cfg, info)
     return TrainingParts(train_ds, val_ds, model, criterion, optimizer, scheduler, scaler, sampler, category_ids,
                          train_loader, val_loader)

@@ -38,13 +38,13 @@ from .builders import (
     build_dataset,
     build_model,
     build_training,
+    make_eval_loader,
     make_loader,
     param_groups,
     split_paths,
 )
 from .checkpoint import CHECKPOINT_NAME, codec_from_state, codec_state, load_checkpoint, load_model_weights
 from .config import Config, ConfigError, save_config
-from .data.sampler import ResumableBatchSampler
 from .distributed import DistInfo, all_gather, barrier, broadcast, set_threads, setup_distributed
 from .hooks import CallbackHook, CheckpointHook, CurvesHook, EvalHook, HookBase, MetricsHook, TrainState
 from .inference import list_images, predict
@@ -372,9 +372,7 @@ def run_evaluation(cfg: Config, weights: str | os.PathLike, split: str = "val", 
         raise ConfigError(f"the {split} dataset's categories ({describe_ids(ds.category_ids)}) differ from the ones "
                           f"of {weights} ({describe_ids(category_ids)}); evaluate on the dataset the weights "
                           "were made for, or convert official weights with --category-ids of this dataset")
-    sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
-                                    world_size=info.world_size)
-    loader = make_loader(ds, sampler, cfg, info)
+    loader = make_eval_loader(ds, cfg, info)
     metrics = evaluate(model, PostProcess(codec, num_select=100, output="rle"), loader, ds, info.device, info, amp=cfg.train.amp)
     if out_json and info.is_main:
         from .evaluation import save_metrics
