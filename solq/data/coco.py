@@ -201,9 +201,9 @@ class CocoInstances(torch.utils.data.Dataset):
             raise FileNotFoundError(f"image file not found: {path} (image_dir {self.image_dir}, listed in "
                                     f"{self.ann_file})") from None
         h, w = image.shape[:2]
-        if ("height" in info and info["height"] != h) or ("width" in info and info["width"] != w):
+        if (info["height"], info["width"]) != (h, w):  # read_instances requires both
             raise ValueError(f"image {path} is {w}x{h} (WxH) but {self.ann_file} says "
-                             f"{info.get('width')}x{info.get('height')}; the annotations would not line up")
+                             f"{info['width']}x{info['height']}; the annotations would not line up")
 
         anns = [a for a in self._annotations[index] if self._is_target(a)]
         boxes = np.array([a["bbox"] for a in anns], dtype=np.float32).reshape(-1, 4)
