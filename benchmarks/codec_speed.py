@@ -136,16 +136,25 @@ def per_mask_decode(vectors: np.ndarray, n: int, rows: np.ndarray, cols: np.ndar
     return out
 
 
+def dense_floor_shape(n: int, k: int) -> tuple[int, int, int, int]:
+    """``(Kr, Kc, flops, K)`` for N x N masks and k zigzag coefficients: the spectrum block the zigzag prefix
+    touches, the truncated separable transform's FLOPs per mask, and the width K of the dense-floor GEMM
+    ``(B*N, N) @ (N, K)`` of the same FLOPs."""
+    from maskcodec.dct import zigzag_indices
+
+    zz = zigzag_indices(n, k)
+    kr, kc = int(zz[:, 0].max()) + 1, int(zz[:, 1].max()) + 1
+    flops = 2 * (n * n * kc + kr * n * kc)
+    return kr, kc, flops, max(1, round(flops / (2 * n * n)))
+
+
 def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repeats: int,
                 per_mask_count: int) -> tuple[list, dict]:
     from maskcodec.dct import DCTCodec, zigzag_indices
 
     b = len(masks)
     codec = DCTCodec(mask_size=n, n_components=k)
-    zz = zigzag_indices(n, k)
-    kr, kc = int(zz[:, 0].max()) + 1, int(zz[:, 1].max()) + 1
-    flops = 2 * (n * n * kc + kr * n * kc)
-    k_eq = max(1, round(flops / (2 * n * n)))
+    kr, kc, flops, k_eq = dense_floor_shape(n, k)
     rng = np.random.default_rng(0)
     x = masks.astype(np.float32).reshape(b * n, n)
     w_enc = rng.standard_normal((n, k_eq)).astype(np.float32)
@@ -167,6 +176,7 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
     vectors = codec.encode(masks)
     small = masks[:per_mask_count]
     small_v = vectors[:per_mask_count]
+    zz = zigzag_indices(n, k)
     rows, cols = zz[:, 0], zz[:, 1]
 
     enc = interleaved(

@@ -23,7 +23,7 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec_speed import coco_box_masks  # noqa: E402
+from codec_speed import coco_box_masks, dense_floor_shape  # noqa: E402
 
 from maskcodec import dct_runs  # noqa: E402
 from maskcodec.dct import DCTCodec  # noqa: E402
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> None:
     b = len(masks)
     prefix, suffix, _, _, wmax = dct_runs.run_tables(n, args.components)
     x = masks.astype(np.float32).reshape(b * n, n)
-    w = np.random.default_rng(0).standard_normal((n, 26)).astype(np.float32)
+    k_eq = dense_floor_shape(n, args.components)[3]  # 26 at N = 128, n_k = 256
+    w = np.random.default_rng(0).standard_normal((n, k_eq)).astype(np.float32)
     inputs = {"bool": masks.reshape(-1).view(np.uint8), "float32 0/1": x.reshape(-1)}
     for flat in inputs.values():
         for upto in range(4):
