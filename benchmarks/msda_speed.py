@@ -213,7 +213,7 @@ def _child_r50_train(backend: str, size: tuple[int, int], config: Path, objects:
     Memory: peak RSS above the process after model, optimizer, inputs and kernels are ready
     (the AdamW state, created by the step, counts in the peak on both sides), and the tensors
     autograd saved for backward (parameters excluded)."""
-    from solq.builders import build_criterion, build_model, param_groups
+    from solq.builders import build_criterion, build_model, build_optimizer
     from solq.config import load_config
 
     cfg = load_config(config, [f"model.attn_backend={backend}"])
@@ -221,8 +221,7 @@ def _child_r50_train(backend: str, size: tuple[int, int], config: Path, objects:
     torch.manual_seed(0)
     model = build_model(cfg, num_classes, cfg.codec.n_components).train()
     criterion = build_criterion(cfg, num_classes).train()
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  fused=True)
+    optimizer = build_optimizer(model, cfg)
     g = torch.Generator().manual_seed(0)
     images = torch.randn(1, 3, *size, generator=g)
     targets = synthetic_targets(1, objects, num_classes, cfg.codec.n_components, g)

@@ -210,6 +210,14 @@ class TrainingParts:
     val_loader: Optional[DataLoader]
 
 
+def build_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW over ``param_groups`` (Deformable DETR's per-group learning rates) with ``train.lr`` and
+    ``train.weight_decay``."""
+    # fused kernel: 3.6x faster than foreach on CPU (10 vs 36 ms per step for the 15M-parameter shapes_tiny model)
+    return torch.optim.AdamW(param_groups(model, cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                             fused=True)
+
+
 def make_eval_loader(ds, cfg: Config, info: DistInfo) -> DataLoader:
     """DataLoader of ``ds`` for evaluation: file order, unshuffled, each process taking its share of every batch."""
     sampler = ResumableBatchSampler(len(ds), cfg.data.batch_size, shuffle=False, rank=info.rank,
@@ -228,9 +236,7 @@ def build_training(cfg: Config, codec, info: DistInfo) -> TrainingParts:
     num_classes = cfg.model.num_classes or len(category_ids)
     model = build_model(cfg, num_classes, codec.n_components).to(device)
     criterion = build_criterion(cfg, num_classes).to(device)
-    # fused kernel: 3.6x faster than foreach on CPU (10 vs 36 ms per step for the 15M-parameter shapes_tiny model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-                                  fused=True)
+    optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, cfg.lr_drop_epoch, gamma=0.1)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and device.type == "cuda")
     sampler = ResumableBatchSampler(len(train_ds), cfg.data.batch_size, shuffle=True, seed=cfg.train.seed,
