@@ -241,7 +241,7 @@ def _child_r50_train(backend: str, size: tuple[int, int], config: Path, objects:
     return {"times_s": [time.perf_counter() - t0], "forward_s": forward_s, "loss": float(loss.detach()),
             "before_MiB": before, "forward_peak_MiB": forward_peak, "peak_MiB": peak_rss_mib(), "saved_MiB": saved.mib(),
             "process_peak_MiB": peak_since_start_mib(), "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
-            "ran": model.attn_backends_used, "config": os.path.relpath(Path(config).resolve(), ROOT)}
+            "ran": model.attn_backends_used, "config": os.path.relpath(Path(config).resolve(), ROOT), "objects": objects}
 
 
 def run_child(args: list[str]) -> dict:
@@ -294,7 +294,7 @@ def _step_lines(title: str, res: dict[str, list[dict]]) -> list[str]:
 def _r50_train_lines(res: dict[str, list[dict]], size: tuple[int, int]) -> list[str]:
     r0 = res["reference"][0]
     lines = [f"## {Path(r0['config']).stem} training step at {size[0]}x{size[1]} ({r0['config']}, random init, "
-             f"{r0['params_M']:.1f} M parameters; batch 1, 7 synthetic objects: forward, loss, backward, clip, "
+             f"{r0['params_M']:.1f} M parameters; batch 1, {r0['objects']} synthetic objects: forward, loss, backward, clip, "
              "fused AdamW)", "",
              "| backend (ran) | step s | time vs reference | loss | saved for backward MiB | process peak RSS MiB | "
              "peak above the built model, through forward MiB | peak above the built model, whole step MiB | "
