@@ -374,7 +374,7 @@ def run_section(name: str, a: argparse.Namespace, backends: list[str]):
         return alternate(["train"], backends, 1, a.threads, a.device) if a.train_steps else {}
     size = f"{a.r50_train_size[0]}x{a.r50_train_size[1]}"
     job = ["r50_train", "--r50-train-size", size, "--r50-train-config", a.r50_train_config]
-    return alternate(job, backends, a.r50_train_rounds, a.threads, a.device)
+    return alternate(job, backends, a.r50_train_rounds, a.threads, a.device) if a.r50_train_rounds else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -400,8 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown or not sections:
         ap.error(f"--sections {a.sections!r}: unknown {unknown}; choose from {', '.join(SECTIONS)}")
-    if a.r50_train_rounds == 0 and "r50_train" in sections:
-        sections.remove("r50_train")
     set_threads(a.threads)
     if a.child:
         job, backend = a.child
