@@ -98,17 +98,17 @@ def run_one(name: str, threads: int) -> dict:
             "rss_before_MiB": rss_before, "peak_rss_MiB": peak}
 
 
-def postprocess_bench(repeats: int = 7, official_repeats: int = 2) -> dict:
+HEIGHT, WIDTH, NUM_DET = 480, 640, 100  # the post-processing sections' image and detections
+
+
+def postprocess_bench(codec, outputs: dict, repeats: int = 7, official_repeats: int = 2) -> dict:
     """Outputs -> COCO RLE for 100 held-out detections at 480 x 640, four ways, interleaved rounds."""
     import numpy as np
     import torch
 
-    import maskcodec
     from solq.models import PostProcess, results_to_coco
 
-    n, k, h, w, num_det = 128, 256, 480, 640, 100
-    codec = maskcodec.get_codec("dct", mask_size=n, n_components=k)
-    outputs = heldout_detections(codec, num_det, h, w)
+    h, w, num_det = HEIGHT, WIDTH, NUM_DET
     sizes = torch.tensor([[h, w]])
     current_post = PostProcess(codec, num_select=num_det)
     new_post = PostProcess(codec, num_select=num_det, output="rle")
@@ -141,27 +141,23 @@ def postprocess_bench(repeats: int = 7, official_repeats: int = 2) -> dict:
             "differing_pixels": int(sum(
                 (np.asarray(a != b)).sum() for a, b in zip(*(decode_rles(x) for x in (ref, new))))),
             "iou_plain": mean_iou(results["plain"], ref), "iou_official": mean_iou(results["official"], ref),
-            "n_det": num_det, "image": f"{h}x{w}", "codec": f"dct N={n} n_k={k}"}
+            "n_det": num_det, "image": f"{h}x{w}", "codec": f"dct N={codec.mask_size} n_k={codec.n_components}"}
 
 
-def postprocess_breakdown(repeats: int = 15) -> dict:
+def postprocess_breakdown(codec, outputs: dict, repeats: int = 15) -> dict:
     """Where the new path's time goes: its stages run alone on the same 100 detections, interleaved
     rounds, median process CPU time per stage (ms)."""
     import numpy as np
     import torch
 
-    import maskcodec
     from maskcodec.box_rle import _paste_runs, counts_to_rle
     from solq.models import PostProcess, results_to_coco
 
-    n, k, h, w, num_det = 128, 256, 480, 640, 100
-    codec = maskcodec.get_codec("dct", mask_size=n, n_components=k)
-    outputs = heldout_detections(codec, num_det, h, w)
+    h, w, num_det = HEIGHT, WIDTH, NUM_DET
     sizes = torch.tensor([[h, w]])
     post = PostProcess(codec, num_select=num_det, output="rle")
     results = post(outputs, sizes)
-    query = results[0]["labels"].new_tensor(range(num_det))  # the benchmark's top queries are 0..99
-    vectors = outputs["pred_vectors"][0].index_select(0, query).contiguous()
+    vectors = outputs["pred_vectors"][0, :num_det].contiguous()  # the benchmark's top queries are 0..99
     soft = codec.decode(vectors.numpy())
     boxes = results[0]["boxes"].float().numpy().astype(np.float64)
     counts, offsets = _paste_runs(soft, boxes, h, w, 0.5)
@@ -185,15 +181,20 @@ def postprocess_breakdown(repeats: int = 15) -> dict:
     return {name: sorted(ts)[len(ts) // 2] for name, ts in cpu.items()}
 
 
-def fold_section() -> dict:
+def heldout_outputs() -> tuple:
+    """The DCT codec (N = 128, n_k = 256) and the SOLQ-like outputs of ``NUM_DET`` held-out COCO detections
+    in a ``HEIGHT x WIDTH`` image that every post-processing section times (seeded: the same every run)."""
+    import maskcodec
+
+    codec = maskcodec.get_codec("dct", mask_size=128, n_components=256)
+    return codec, heldout_detections(codec, NUM_DET, HEIGHT, WIDTH)
+
+
+def fold_section(codec, outputs: dict) -> dict:
     """``fold_check`` (the B_h C B_w^T fold in float64) on the benchmark's 100 held-out detections."""
     from fold_check import fold_check
 
-    import maskcodec
-
-    n, k, h, w, num_det = 128, 256, 480, 640, 100
-    codec = maskcodec.get_codec("dct", mask_size=n, n_components=k)
-    return fold_check(heldout_detections(codec, num_det, h, w), codec, num_det, h, w)
+    return fold_check(outputs, codec, NUM_DET, HEIGHT, WIDTH)
 
 
 def main(argv=None) -> None:
@@ -224,9 +225,10 @@ def main(argv=None) -> None:
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     with threadpool_limits(args.threads):
-        post = postprocess_bench()
-        breakdown = postprocess_breakdown()
-        fold = fold_section()
+        codec, outputs = heldout_outputs()
+        post = postprocess_bench(codec, outputs)
+        breakdown = postprocess_breakdown(codec, outputs)
+        fold = fold_section(codec, outputs)
     print({k: v for k, v in post.items() if k not in ("times_s", "cpu_s")}, flush=True)
     total = time.perf_counter() - t0
 
