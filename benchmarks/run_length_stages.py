@@ -30,18 +30,16 @@ from maskcodec.dct import DCTCodec  # noqa: E402
 
 
 @njit(cache=False)
-def _stages(flat, b, n, prefix, suffix, wmax, upto):  # pragma: no cover - numba
+def _stages(flat, b, n, prefix, suffix, blocks, upto):  # pragma: no cover - numba
     """Run the kernel's stages 0 (pack rows into bit words), 1 (+ row comparison and run
     boundaries), 2 (+ row deltas), 3 (+ column pass) up to ``upto`` over ``b`` masks."""
-    kcp, kr = prefix.shape[1], suffix.shape[1]
-    n8 = -(-n // 8) * 8
-    spectrum = np.zeros((kr, kcp), np.float32)
+    kcp = prefix.shape[1]
+    spectrum = np.zeros(suffix.size // n * kcp, np.float32)
     starts = np.empty(n * (n + 2), np.int32)
     offsets = np.empty(n + 1, np.int64)
     changed = np.empty(n, np.int64)
     bits = np.zeros((2, (n + 63) // 64), np.uint64)
-    delta = np.empty((kcp, n8), np.float32)
-    weights = np.empty((kr, n8), np.float32)
+    delta = np.empty((n, kcp), np.float32)
     check = np.uint64(0)
     for m in range(b):
         if upto == 0:
@@ -52,7 +50,7 @@ def _stages(flat, b, n, prefix, suffix, wmax, upto):  # pragma: no cover - numba
         if upto >= 2:
             dct_runs._row_deltas(prefix, starts, offsets, nchg, delta)
         if upto >= 3:
-            dct_runs._column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum)
+            dct_runs._column_pass(delta, suffix, changed, nchg, blocks, spectrum)
     return check
 
 
@@ -67,14 +65,15 @@ def main(argv: list[str] | None = None) -> None:
     real = coco_box_masks(n)
     masks = real[np.arange(args.n_masks) % len(real)]
     b = len(masks)
-    prefix, suffix, _, _, wmax = dct_runs.run_tables(n, args.components)
+    prefix, suffix, _, _, blocks = dct_runs.run_tables(n, args.components)
+    suffix = suffix.reshape(-1)
     x = masks.astype(np.float32).reshape(b * n, n)
     k_eq = dense_floor_shape(n, args.components)[3]  # 26 at N = 128, n_k = 256
     w = np.random.default_rng(0).standard_normal((n, k_eq)).astype(np.float32)
     inputs = {"bool": masks.reshape(-1).view(np.uint8), "float32 0/1": x.reshape(-1)}
     for flat in inputs.values():
         for upto in range(4):
-            _stages(flat[: 8 * n * n], 8, n, prefix, suffix, wmax, upto)  # compile outside the timing
+            _stages(flat[: 8 * n * n], 8, n, prefix, suffix, blocks, upto)  # compile outside the timing
     codec = DCTCodec(mask_size=n, n_components=args.components)
     codec.encode(masks[:300])
     codec.encode(x.reshape(b, n, n)[:300])
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         read = flat.view(np.uint64) if flat.dtype == np.uint8 else flat  # bool bytes summed 8 at a time
         fns[f"{name}: read (numpy sum)"] = (lambda r: lambda: r.sum())(read)
         for upto, stage in enumerate(["pack", "+ rows and boundaries", "+ row deltas", "+ column pass"]):
-            fns[f"{name}: {stage}"] = (lambda f, u: lambda: _stages(f, b, n, prefix, suffix, wmax, u))(flat, upto)
+            fns[f"{name}: {stage}"] = (lambda f, u: lambda: _stages(f, b, n, prefix, suffix, blocks, u))(flat, upto)
         whole = masks if name == "bool" else x.reshape(b, n, n)
         fns[f"{name}: DCTCodec.encode"] = (lambda w: lambda: codec.encode(w))(whole)
     times: dict[str, list[float]] = {k: [] for k in fns}

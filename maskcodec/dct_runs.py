@@ -13,8 +13,10 @@ changed rows, and only the zigzag coefficients (h + w small) are formed. The pas
 row into bit words, 64 values per vector compare (``maskcodec.bit_words``), and reads bool,
 uint8, float32 and float64 masks alike: the same compares find the values other than 0 and 1,
 so float masks are checked and transformed in one pass (a mask holding another value is
-flagged and left to the dense kernel). The result equals the dense transform up to float32
-rounding.
+flagged and left to the dense kernel). The row deltas and the column pass keep 8 spectrum
+columns per register (``maskcodec.float8``); the column pass accumulates 4 x 16 blocks of the
+spectrum in 8 registers per sweep over the changed rows. The result equals the dense transform up
+to float32 rounding.
 
 numba compiles the kernel on first use (``cache=True`` keeps it on disk for later
 processes); importing this module is what pulls numba in, so ``maskcodec.dct`` imports it
@@ -31,15 +33,17 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .bit_words import nonzero_bits64
 from .dct_basis import dct_matrix, zigzag_indices
+from .float8 import add8, fma8, load8, store8, sub8, zero8
 from .parallel import parallel_allowed
 
-_BLOCK = 8  # coefficients per register block; the column basis is zero-padded to a multiple
+_BLOCK = 8  # coefficients per register (float8); the column basis is zero-padded to a multiple
+_ROWS = 4  # spectrum rows per pass of the column pass; the row basis is zero-padded to a multiple
 _CHUNK = 16  # masks per parallel work item (scratch buffers are per item)
 _PARALLEL_MIN = 256  # smaller batches run serially
 #: fastmath without "nnan"/"ninf" where values are read: a NaN must still compare as "not 0 or 1"
 _NO_NAN_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
-_U1, _U2, _U3, _U4, _U5, _U6, _U7 = (np.uint64(k) for k in range(1, 8))
+_U1 = np.uint64(1)
 _U63 = np.uint64(63)
 _Z = np.uint64(0)
 
@@ -49,26 +53,24 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     """Constants for ``n x n`` masks and ``k`` zigzag coefficients.
 
     Returns ``S`` (n + 1, Kc padded to a multiple of 8) float32 prefix sums of the column
-    basis, ``R`` (n, Kr) float32 suffix sums of the row basis, zigzag rows and columns
-    (k,) int64, and ``wmax`` (Kr,) int64, the last column needed in each row of the spectrum.
+    basis, ``R`` (n, Kr padded to a multiple of 4) float32 suffix sums of the row basis, zigzag
+    rows and columns (k,) int64, and ``blocks`` (Kr padded / 4,) int64: how many 8-column blocks
+    of the spectrum rows 4g..4g + 3 need.
     """
     zz = zigzag_indices(n, k)
     rows, cols = zz[:, 0].copy(), zz[:, 1].copy()
     kr, kc = int(rows.max()) + 1, int(cols.max()) + 1
     kcp = -(-kc // _BLOCK) * _BLOCK
+    krp = -(-kr // _ROWS) * _ROWS
     basis = dct_matrix(n)
     prefix = np.zeros((n + 1, kcp))
     prefix[1:, :kc] = np.cumsum(basis[:kc].T, axis=0)
-    suffix = np.cumsum(basis[:kr, ::-1], axis=1)[:, ::-1].T
-    wmax = np.zeros(kr, dtype=np.int64)
+    suffix = np.zeros((n, krp))
+    suffix[:, :kr] = np.cumsum(basis[:kr, ::-1], axis=1)[:, ::-1].T
+    wmax = np.zeros(krp, dtype=np.int64)  # the last column needed in each row of the spectrum
     np.maximum.at(wmax, rows, cols)
-    out = (
-        prefix.astype(np.float32),
-        np.ascontiguousarray(suffix, dtype=np.float32),
-        rows,
-        cols,
-        wmax,
-    )
+    blocks = wmax.reshape(-1, _ROWS).max(axis=1) // _BLOCK + 1
+    out = (prefix.astype(np.float32), suffix.astype(np.float32), rows, cols, blocks)
     for a in out:
         a.setflags(write=False)
     return out
@@ -88,7 +90,7 @@ def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nd
     if masks.dtype not in (np.bool_, np.uint8, np.float32, np.float64):
         raise ValueError(f"the run-length kernel takes bool, uint8, float32 or float64 masks, got {masks.dtype}")
     b, n, _ = masks.shape
-    prefix, suffix, rows, cols, wmax = run_tables(n, n_components)
+    prefix, suffix, rows, cols, blocks = run_tables(n, n_components)
     out = np.empty((b, n_components), dtype=np.float32)
     binary = np.zeros(b, dtype=np.bool_)
     if b == 0:
@@ -96,7 +98,7 @@ def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nd
     flat = np.ascontiguousarray(masks).reshape(-1)
     if flat.dtype == np.bool_:
         flat = flat.view(np.uint8)
-    args = (n, prefix, suffix, rows, cols, wmax, out, binary)
+    args = (n, prefix, suffix.reshape(-1), rows, cols, blocks, out, binary)
     if b < _PARALLEL_MIN or not parallel_allowed():
         # Small batches (one image's targets, e.g. in DataLoader workers) stay single-threaded:
         # no thread start-up; forked children never touch the threading layer (maskcodec.parallel).
@@ -185,106 +187,91 @@ def _scan_rows(flat, m, n, bits, starts, offsets, changed):  # pragma: no cover 
 
 @njit(fastmath=True, cache=True, nogil=True)
 def _row_deltas(prefix, starts, offsets, nchg, delta):  # pragma: no cover - numba
-    """delta[w, r] = g_{changed[r]}[w] - g_{previous changed row}[w], 8 columns at a time."""
+    """delta[r, w] = g_{changed[r]}[w] - g_{previous changed row}[w], row-major, 8 columns per register."""
     kcp = prefix.shape[1]
-    for qb in range(kcp // 8):
-        q0 = np.uint64(qb * 8)
-        p0 = p1 = p2 = p3 = p4 = p5 = p6 = p7 = np.float32(0.0)
+    for q0 in range(0, kcp, 8):
+        previous = zero8()
         for r in range(nchg):
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
+            g = zero8()
             for t in range(offsets[r] // 2, offsets[r + 1] // 2):
-                s, e = np.uint64(starts[2 * t]), np.uint64(starts[2 * t + 1])
-                a0 += prefix[e, q0] - prefix[s, q0]
-                a1 += prefix[e, q0 + _U1] - prefix[s, q0 + _U1]
-                a2 += prefix[e, q0 + _U2] - prefix[s, q0 + _U2]
-                a3 += prefix[e, q0 + _U3] - prefix[s, q0 + _U3]
-                a4 += prefix[e, q0 + _U4] - prefix[s, q0 + _U4]
-                a5 += prefix[e, q0 + _U5] - prefix[s, q0 + _U5]
-                a6 += prefix[e, q0 + _U6] - prefix[s, q0 + _U6]
-                a7 += prefix[e, q0 + _U7] - prefix[s, q0 + _U7]
-            ru = np.uint64(r)
-            delta[q0, ru] = a0 - p0
-            delta[q0 + _U1, ru] = a1 - p1
-            delta[q0 + _U2, ru] = a2 - p2
-            delta[q0 + _U3, ru] = a3 - p3
-            delta[q0 + _U4, ru] = a4 - p4
-            delta[q0 + _U5, ru] = a5 - p5
-            delta[q0 + _U6, ru] = a6 - p6
-            delta[q0 + _U7, ru] = a7 - p7
-            p0, p1, p2, p3, p4, p5, p6, p7 = a0, a1, a2, a3, a4, a5, a6, a7
+                s, e = starts[2 * t], starts[2 * t + 1]
+                g = add8(g, sub8(load8(prefix, e * kcp + q0), load8(prefix, s * kcp + q0)))
+            store8(delta, r * kcp + q0, sub8(g, previous))
+            previous = g
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _rows4_blocks2(delta, suffix, krp, changed, nchg, h0, q0, spectrum):  # pragma: no cover - numba
+    """spectrum[h0:h0 + 4, q0:q0 + 16] = sum_r suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 16]."""
+    kcp = delta.shape[1]
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero8()
+    for r in range(nchg):
+        w = changed[r] * krp + h0
+        w0, w1, w2, w3 = suffix[w], suffix[w + 1], suffix[w + 2], suffix[w + 3]
+        d, e = load8(delta, r * kcp + q0), load8(delta, r * kcp + q0 + 8)
+        a0, a1, a2, a3 = fma8(a0, w0, d), fma8(a1, w1, d), fma8(a2, w2, d), fma8(a3, w3, d)
+        b0, b1, b2, b3 = fma8(b0, w0, e), fma8(b1, w1, e), fma8(b2, w2, e), fma8(b3, w3, e)
+    out = h0 * kcp + q0
+    store8(spectrum, out, a0), store8(spectrum, out + kcp, a1)
+    store8(spectrum, out + 2 * kcp, a2), store8(spectrum, out + 3 * kcp, a3)
+    store8(spectrum, out + 8, b0), store8(spectrum, out + kcp + 8, b1)
+    store8(spectrum, out + 2 * kcp + 8, b2), store8(spectrum, out + 3 * kcp + 8, b3)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _rows4_block1(delta, suffix, krp, changed, nchg, h0, q0, spectrum):  # pragma: no cover - numba
+    """spectrum[h0:h0 + 4, q0:q0 + 8] = sum_r suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 8]."""
+    kcp = delta.shape[1]
+    a0 = a1 = a2 = a3 = zero8()
+    for r in range(nchg):
+        w = changed[r] * krp + h0
+        d = load8(delta, r * kcp + q0)
+        a0, a1 = fma8(a0, suffix[w], d), fma8(a1, suffix[w + 1], d)
+        a2, a3 = fma8(a2, suffix[w + 2], d), fma8(a3, suffix[w + 3], d)
+    out = h0 * kcp + q0
+    store8(spectrum, out, a0), store8(spectrum, out + kcp, a1)
+    store8(spectrum, out + 2 * kcp, a2), store8(spectrum, out + 3 * kcp, a3)
 
 
 @njit(fastmath=True, cache=True, nogil=True)
-def _column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum):  # pragma: no cover - numba
-    """spectrum[h, w] = sum_r suffix[changed[r], h] * delta[w, r] for w <= wmax[h] (8-column blocks).
-
-    The sums over r run to a multiple of 8 (zero weights and deltas past ``nchg``; ``delta`` and
-    ``weights`` have room for them): LLVM vectorises them 8 rows at a time and, knowing the
-    multiple, emits no scalar remainder loop (one per block and coefficient row otherwise).
-    """
-    kr = suffix.shape[1]
-    for r in range(nchg):
-        i = changed[r]
-        for h in range(kr):
-            weights[h, r] = suffix[i, h]
-    n8 = (nchg + 7) // 8 * 8
-    for r in range(nchg, n8):
-        for h in range(kr):
-            weights[h, r] = 0.0
-        for q in range(delta.shape[0]):
-            delta[q, r] = 0.0
-    for h in range(kr):
-        hu = np.uint64(h)
-        for qb in range((wmax[h] + 8) // 8):
-            q0 = np.uint64(qb * 8)
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = np.float32(0.0)
-            for r in range(n8):
-                ru = np.uint64(r)
-                a = weights[hu, ru]
-                a0 += a * delta[q0, ru]
-                a1 += a * delta[q0 + _U1, ru]
-                a2 += a * delta[q0 + _U2, ru]
-                a3 += a * delta[q0 + _U3, ru]
-                a4 += a * delta[q0 + _U4, ru]
-                a5 += a * delta[q0 + _U5, ru]
-                a6 += a * delta[q0 + _U6, ru]
-                a7 += a * delta[q0 + _U7, ru]
-            spectrum[hu, q0] = a0
-            spectrum[hu, q0 + _U1] = a1
-            spectrum[hu, q0 + _U2] = a2
-            spectrum[hu, q0 + _U3] = a3
-            spectrum[hu, q0 + _U4] = a4
-            spectrum[hu, q0 + _U5] = a5
-            spectrum[hu, q0 + _U6] = a6
-            spectrum[hu, q0 + _U7] = a7
+def _column_pass(delta, suffix, changed, nchg, blocks, spectrum):  # pragma: no cover - numba
+    """spectrum[h, w] = sum_r suffix[changed[r], h] * delta[r, w], for the ``blocks[g]`` 8-column
+    blocks that rows 4g..4g + 3 need: 4 rows x 16 columns (8 registers) per pass over the deltas.
+    ``suffix`` and ``spectrum`` are flat (row-major, rows padded to a multiple of 4)."""
+    krp = _ROWS * blocks.shape[0]
+    for g in range(blocks.shape[0]):
+        q0 = 0
+        for _ in range(blocks[g] // 2):
+            _rows4_blocks2(delta, suffix, krp, changed, nchg, _ROWS * g, q0, spectrum)
+            q0 += 16
+        if blocks[g] % 2:
+            _rows4_block1(delta, suffix, krp, changed, nchg, _ROWS * g, q0, spectrum)
 
 
 @njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True)
-def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, wmax, out, binary):  # pragma: no cover - numba
-    """Encode masks ``start:stop`` serially, with scratch buffers shared by those masks."""
+def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, blocks, out, binary):  # pragma: no cover - numba
+    """Encode masks ``start:stop`` serially, with scratch buffers shared by those masks.
+    ``suffix``: the flattened (row-major) suffix table."""
     kcp = prefix.shape[1]
-    kr = suffix.shape[1]
-    spectrum = np.zeros((kr, kcp), np.float32)
+    spectrum = np.zeros(_ROWS * blocks.shape[0] * kcp, np.float32)
     starts = np.empty(n * (n + 2), np.int32)
     offsets = np.empty(n + 1, np.int64)
     changed = np.empty(n, np.int64)
     bits = np.zeros((2, (n + 63) // 64), np.uint64)
-    n8 = -(-n // 8) * 8  # the column pass pads its sums over changed rows to a multiple of 8
-    delta = np.empty((kcp, n8), np.float32)
-    weights = np.empty((kr, n8), np.float32)
+    delta = np.empty((n, kcp), np.float32)
     for m in range(start, stop):
         nchg = _scan_rows(flat, m, n, bits, starts, offsets, changed)
         binary[m] = nchg >= 0
         if nchg < 0:
             continue
         _row_deltas(prefix, starts, offsets, nchg, delta)
-        _column_pass(delta, suffix, changed, nchg, wmax, weights, spectrum)
+        _column_pass(delta, suffix, changed, nchg, blocks, spectrum)
         for k in range(rows.shape[0]):
-            out[m, k] = spectrum[rows[k], cols[k]]
+            out[m, k] = spectrum[rows[k] * kcp + cols[k]]
 
 
 @njit(parallel=True, fastmath=_NO_NAN_FAST, cache=True)
-def _encode_parallel(flat, b, n, prefix, suffix, rows, cols, wmax, out, binary, chunk):  # pragma: no cover - numba
+def _encode_parallel(flat, b, n, prefix, suffix, rows, cols, blocks, out, binary, chunk):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     for c in prange(n_chunks):
-        _encode_range(flat, c * chunk, min(b, (c + 1) * chunk), n, prefix, suffix, rows, cols, wmax, out, binary)
+        _encode_range(flat, c * chunk, min(b, (c + 1) * chunk), n, prefix, suffix, rows, cols, blocks, out, binary)

@@ -200,7 +200,7 @@ def test_dense_kernels_reject_wrong_arrays():
 
 
 # ---------------------------------------------------------------------------- binary fast path
-@pytest.mark.parametrize("n,k", [(128, 256), (128, 300), (64, 1), (28, 60), (13, 50), (1, 1), (200, 64)])
+@pytest.mark.parametrize("n,k", [(128, 256), (128, 300), (64, 1), (28, 60), (13, 50), (1, 1), (200, 64), (40, 1600)])
 def test_binary_fast_path_matches_dense_path(n, k):
     from maskcodec.dct_runs import encode_binary
 
@@ -230,8 +230,8 @@ def test_binary_fast_path_parallel_and_serial_batches_agree():
 
 
 def test_run_length_kernel_with_every_count_of_changed_rows():
-    """The column pass pads its sums over changed rows to a multiple of 8: every count from 0 to N
-    (N = 21, not a multiple of 8), in rising and falling order so stale padding would show."""
+    """The row deltas and the column pass sum over exactly the changed rows: every count from 0 to
+    N (N = 21, not a multiple of 8), in rising and falling order so stale scratch rows would show."""
     from maskcodec.dct_runs import encode_binary
 
     n, k = 21, 60
@@ -340,7 +340,7 @@ def test_nonzero_bits64_matches_numpy():
 
 @pytest.mark.parametrize("bad,match", [(np.nan, "NaN"), (np.inf, "NaN or infinite"), (1.5, r"\[0, 1\]"),
                                        (-0.25, r"\[0, 1\]")])
-def test_float_scan_still_rejects_bad_values(bad, match):
+def test_bad_float_values_are_rejected_after_a_0_1_or_a_soft_start(bad, match):
     codec = DCTCodec(mask_size=16, n_components=8)
     for first in (0.0, 0.3):  # a 0/1 prefix, or a soft one
         m = np.full((3, 16, 16), first, np.float32)
