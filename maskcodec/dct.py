@@ -130,13 +130,11 @@ class DCTCodec(MaskCodec):
         if masks.dtype == np.uint8 and not binary.all():
             super()._validate_masks(masks)  # raises: a uint8 value above 1
         soft = np.flatnonzero(~binary)
-        # each stretch of consecutive such masks as one slice: a gather would copy them
-        for stretch in np.split(soft, np.flatnonzero(np.diff(soft) != 1) + 1) if len(soft) else ():
-            part = masks[stretch[0]:stretch[-1] + 1]
-            vectors, valid = encode_dense(part, self.n_components)
+        if len(soft):  # one call for them all (in parallel when there are many), no gather copy
+            vectors, valid = encode_dense(masks, self.n_components, which=soft)
             if not valid:
-                super()._validate_masks(part)  # raises, naming the offending values
-            out[stretch[0]:stretch[-1] + 1] = vectors
+                super()._validate_masks(masks[soft])  # raises, naming the offending values
+            out[soft] = vectors
         return out
 
     def _encode_dense(self, masks: Array) -> Array:

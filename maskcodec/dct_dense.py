@@ -106,30 +106,37 @@ def decode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
     return _frozen(order, zc[order].copy(), basis[zr[order]], be, bo) + (split, kc)
 
 
-def encode_dense(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, bool]:
+def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
     """Zigzag DCT coefficients of numpy masks ``(B, N, N)`` float32 or float64 (any values).
 
-    Returns ``(vectors (B, n_components) float32, valid)``; ``valid`` is False when a value lies
-    outside [0, 1] or is NaN or infinite (the vectors are then meaningless). Batches of at least
-    256 masks are split over numba's threads.
+    ``which``: int64 indices of the masks to encode (default: all), so that a subset needs no
+    gather copy. Returns ``(vectors (len(which), n_components) float32, valid)``; ``valid`` is
+    False when a value of those masks lies outside [0, 1] or is NaN or infinite (the vectors are
+    then meaningless). Batches of at least 256 masks are split over numba's threads.
     """
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2] or masks.dtype not in (np.float32, np.float64):
         raise ValueError(f"encode_dense takes (B, N, N) float32 or float64 masks, got {masks.shape} {masks.dtype}")
-    b, n = masks.shape[0], masks.shape[1]
+    n = masks.shape[1]
+    which = np.arange(masks.shape[0]) if which is None else np.asarray(which, dtype=np.int64)
+    b = which.shape[0]
+    if which.ndim != 1 or (b and not 0 <= which.min() <= which.max() < masks.shape[0]):
+        raise ValueError(f"which must be indices into the {masks.shape[0]} masks, got {which!r:.80}")
     out = np.empty((b, n_components), np.float32)
     if b == 0:
         return out, True
     masks = np.ascontiguousarray(masks)
     bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
-    args = (masks, bits, *encode_tables(n, n_components), out)
+    args = (which, masks, bits, *encode_tables(n, n_components), out)
     if b < _PARALLEL_MIN or not parallel_allowed():
         largest = _encode_range(0, b, *args)
     else:
         largest = _encode_parallel(b, _CHUNK, *args)
     # Every value in [0, 1] has a bit pattern at most that of 1.0 (no sign bit; NaN and infinity
     # lie above). A larger one is a bad value or a negative zero: only then a full check.
-    valid = largest <= np.array(1.0, masks.dtype).view(bits.dtype)
-    return out, bool(valid or ((masks >= 0.0) & (masks <= 1.0)).all())
+    if largest <= np.array(1.0, masks.dtype).view(bits.dtype):
+        return out, True
+    subset = masks if b == masks.shape[0] else masks[which]
+    return out, bool(((subset >= 0.0) & (subset <= 1.0)).all())
 
 
 def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
@@ -227,8 +234,9 @@ def _column_products(m, rows, folded, zk, zh, zj, first, last, out):  # pragma: 
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
-    """Encode masks ``start:stop`` serially; returns the largest bit pattern of their values."""
+def _encode_range(start, stop, which, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+    """Encode masks ``which[start:stop]`` serially into ``out[start:stop]``; returns the largest bit
+    pattern of their values."""
     n = masks.shape[1]
     nl = n // 2
     s0, d0 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)  # butterflies of rows i and i + 1
@@ -237,8 +245,9 @@ def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split
     go = np.zeros((bo.shape[0], n + 1), np.float32)
     fe = np.zeros((2 * be.shape[0], rows.shape[1]), np.float32)
     fo = np.zeros((2 * bo.shape[0], rows.shape[1]), np.float32)
-    largest = bits[start, 0, 0]
-    for m in range(start, stop):
+    largest = bits[which[start], 0, 0]
+    for t in range(start, stop):
+        m = which[t]
         for i in range(0, n, 2):
             largest = _row_butterfly(masks, bits, m, i, s0, d0, largest)
             if i + 1 < n:
@@ -256,18 +265,18 @@ def _encode_range(start, stop, masks, bits, be, bo, mid, rows, zk, zh, zj, split
                     ge[j, i] += a * mid[j]
         _fold_columns(ge, n, fe)
         _fold_columns(go, n, fo)
-        _column_products(m, rows, fe, zk, zh, zj, 0, split, out)
-        _column_products(m, rows, fo, zk, zh, zj, split, zk.shape[0], out)
+        _column_products(t, rows, fe, zk, zh, zj, 0, split, out)
+        _column_products(t, rows, fo, zk, zh, zj, split, zk.shape[0], out)
     return largest
 
 
 @njit(parallel=True, cache=True)
-def _encode_parallel(b, chunk, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+def _encode_parallel(b, chunk, which, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     largest = np.zeros(n_chunks, bits.dtype)
     for c in prange(n_chunks):
-        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), masks, bits, be, bo, mid, rows, zk, zh, zj,
-                                   split, out)
+        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), which, masks, bits, be, bo, mid, rows, zk, zh,
+                                   zj, split, out)
     return largest.max()
 
 

@@ -253,7 +253,7 @@ def test_float_masks_of_only_0_and_1_take_the_run_length_path(monkeypatch):
     soft = np.random.default_rng(4).uniform(0, 1, (12, n, n)).astype(np.float32)
     calls = []
     real = dct_dense.encode_dense
-    monkeypatch.setattr(dct_dense, "encode_dense", lambda m, k: calls.append(len(m)) or real(m, k))
+    monkeypatch.setattr(dct_dense, "encode_dense", lambda m, k, which: calls.append(which.tolist()) or real(m, k, which))
     expected = codec.encode(binary)
     for dtype in (np.float32, np.float64):
         np.testing.assert_array_equal(codec.encode(binary.astype(dtype)), expected)
@@ -261,7 +261,7 @@ def test_float_masks_of_only_0_and_1_take_the_run_length_path(monkeypatch):
     # masks are routed one by one: 0/1 masks to the runs, the others to the dense kernel
     mixed = np.concatenate([binary[:5], soft[:5], binary[5:7], soft[5:6]]).astype(np.float32)
     out = codec.encode(mixed)
-    assert calls == [5, 1]
+    assert calls == [[5, 6, 7, 8, 9, 12]]  # the soft masks, by index, in one call
     np.testing.assert_allclose(out, zigzag_dctn(mixed, k), atol=1e-4)
     np.testing.assert_array_equal(out[:5], expected[:5])
     # a soft value after a long 0/1 prefix, and a 0/1 mask with one soft pixel
@@ -313,6 +313,27 @@ def test_run_length_kernel_parallel_batches_with_soft_masks():
     serial = np.concatenate([dct_runs.encode_runs(m[i:i + 7], 40)[0] for i in range(0, len(m), 7)])
     np.testing.assert_array_equal(out[binary], serial[binary])
     np.testing.assert_allclose(DCTCodec(mask_size=24, n_components=40).encode(m), zigzag_dctn(m, 40), atol=1e-4)
+
+
+def test_soft_masks_scattered_among_0_1_masks_take_one_dense_call(monkeypatch):
+    """Soft masks at scattered positions (more than the parallel threshold of them, with 0/1 masks
+    between) go to the dense kernel in one call by index: same vectors as encoding each alone."""
+    from maskcodec import dct_dense
+
+    n, k = 16, 30
+    rng = np.random.default_rng(8)
+    m = random_masks(2 * dct_dense._PARALLEL_MIN + 40, n, seed=9).astype(np.float32)
+    soft = np.sort(rng.choice(len(m), dct_dense._PARALLEL_MIN + 20, replace=False))
+    m[soft] = rng.uniform(0, 1, (len(soft), n, n))
+    calls = []
+    real = dct_dense.encode_dense
+    monkeypatch.setattr(dct_dense, "encode_dense", lambda x, kk, **kw: calls.append(kw) or real(x, kk, **kw))
+    out = DCTCodec(mask_size=n, n_components=k).encode(m)
+    assert len(calls) == 1 and calls[0]["which"].tolist() == soft.tolist()
+    np.testing.assert_array_equal(out[soft], real(m[soft], k)[0])
+    np.testing.assert_allclose(out, zigzag_dctn(m, k), atol=1e-4)
+    with pytest.raises(ValueError, match="which must be indices"):
+        real(m, k, which=np.array([len(m)]))
 
 
 def test_nonzero_bits64_matches_numpy():
