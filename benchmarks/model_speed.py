@@ -238,65 +238,76 @@ def main(argv=None) -> None:
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs "
              f"(load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}); torch {torch.__version__}, "
              f"{args.threads} torch/numba/BLAS thread(s). Script wall time {total:.0f} s.", ""]
-    if rows:
-        lines += ["## Forward (eval, no grad, batch 1, random weights, default deformable-attention core)", "",
-                  "| config | input | attention core | params (M) | warm-up (s) | forward (s), median of runs | runs | peak RSS (MiB) | RSS before forward (MiB) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        ts = sorted(r["times_s"])
-        lines.append(f"| {r['name']} | {r['size']} | {r['core']} | {r['params_M']:.1f} | {r['warmup_s']:.2f} | "
-                     f"{ts[len(ts) // 2]:.2f} | {', '.join(f'{t:.2f}' for t in r['times_s'])} | "
-                     f"{r['peak_rss_MiB']:.0f} | {r['rss_before_MiB']:.0f} |")
-
-    def med(ts):
-        return sorted(ts)[len(ts) // 2]
-
-    def row(label, name):
-        ts = post["times_s"][name]
-        ratio = f"{med(post['ratios'][name]):.1f}" if name in post["ratios"] else ("1" if name == "new" else "–")
-        cpu_ratio = f"{med(post['cpu_ratios'][name]):.1f}" if name in post["cpu_ratios"] else ("1" if name == "new" else "–")
-        return (f"| {label} | {med(ts) * 1e3:.1f} | {min(ts) * 1e3:.1f} | {med(post['cpu_s'][name]) * 1e3:.1f} | "
-                f"{ratio} | {cpu_ratio} | {', '.join(f'{t * 1e3:.1f}' for t in ts)} |")
-
-    lines += ["", f"## Outputs -> COCO RLE: {post['n_det']} held-out COCO detections, {post['image']} image, "
-              f"{post['codec']}", "",
-              "Top-k over 300 queries x 80 classes, boxes, masks, RLE with str counts (the `segmentation` of "
-              "the results json). Rounds interleave the methods, each timed call right after an untimed call of the same method "
-              "(the steady state of an evaluation loop; the official-style loop is timed cold); "
-              "\"x new\" is the median of per-round ratios (wall time, and process CPU time); "
-              "CPU ms is the process CPU time (less sensitive than wall time to other jobs on the machine).", "",
-              "| method | ms per image, median | min (ms) | CPU ms, median | x new path (wall) | x new path (CPU) | runs (ms) |",
-              "|---|---|---|---|---|---|---|",
-              row("official-style loop: Python zigzag walk, `idctn`, `grid_sample` paste, `encode`", "official"),
-              row("plain per-mask loop: zigzag scatter, `idctn`, bilinear resize into the integer box, paste, `encode`",
-                  "plain"),
-              row("current path: `PostProcess` (batched decode + `geometry.paste`) + `results_to_coco`", "current"),
-              row("**new path**: `PostProcess(output=\"rle\")` (batched decode + `box_rle.paste_rle`) + "
-                  "`results_to_coco`", "new"),
-              row("  of which `PostProcess(output=\"rle\")` alone", "new_post_only"),
-              "",
-              f"New path vs current path: results json byte-identical: {post['json_identical']}; differing pixels: "
-              f"{post['differing_pixels']}. Mean mask IoU against the current path: plain loop "
-              f"{post['iou_plain']:.4f} (its integer boxes sample differently), official-style loop "
-              f"{post['iou_official']:.4f}.", "",
-              "Where the new path's time goes (each stage alone, same detections, median CPU ms of interleaved rounds):", "",
-              "| stage | CPU ms |", "|---|---|",
-              *(f"| {name} | {t * 1e3:.2f} |" for name, t in breakdown.items()),
-              f"| sum | {sum(t for name, t in breakdown.items() if 'not in the sum' not in name) * 1e3:.2f} |", "",
-              "The fold of the issue's hint, measured (`benchmarks/fold_check.py`: per box `B_h C B_w^T` in float64, "
-              "two numpy GEMMs, thresholded, no RLE): "
-              f"{fold['fold_ms']:.1f} CPU ms per image against {fold['exact_ms']:.1f} for the exact path's decode + "
-              f"`_paste_runs` (RLE included). Pixels where it differs from `paste`: {fold['held_out'][0]} of "
-              f"{fold['held_out'][1]:,} box pixels on these held-out detections, {fold['random'][0]} of "
-              f"{fold['random'][1]:,} on {fold['random_images']} images of random queries (an untrained model's soft "
-              "blobs), so the results json would not stay byte-identical everywhere.", ""]
-    lines += NOTES
+    lines += forward_table(rows) + postprocess_section(post, breakdown, fold) + NOTES
     text = "\n".join(lines)
     print(text)
     if args.output:
         from maskcodec.atomic import atomic_write
 
         atomic_write(args.output, text + "\n")
+
+
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def forward_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of the forward section (none when the forward passes were skipped)."""
+    if not rows:
+        return []
+    lines = ["## Forward (eval, no grad, batch 1, random weights, default deformable-attention core)", "",
+             "| config | input | attention core | params (M) | warm-up (s) | forward (s), median of runs | runs | peak RSS (MiB) | RSS before forward (MiB) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | {r['size']} | {r['core']} | {r['params_M']:.1f} | {r['warmup_s']:.2f} | "
+                     f"{_median(r['times_s']):.2f} | {', '.join(f'{t:.2f}' for t in r['times_s'])} | "
+                     f"{r['peak_rss_MiB']:.0f} | {r['rss_before_MiB']:.0f} |")
+    return lines
+
+
+def postprocess_section(post: dict, breakdown: dict[str, float], fold: dict) -> list[str]:
+    """Markdown lines of the outputs -> COCO RLE section: the methods' table, the stage table, the fold."""
+
+    def row(label, name):
+        ts = post["times_s"][name]
+        ratio = f"{_median(post['ratios'][name]):.1f}" if name in post["ratios"] else ("1" if name == "new" else "–")
+        cpu_ratio = (f"{_median(post['cpu_ratios'][name]):.1f}" if name in post["cpu_ratios"]
+                     else ("1" if name == "new" else "–"))
+        return (f"| {label} | {_median(ts) * 1e3:.1f} | {min(ts) * 1e3:.1f} | {_median(post['cpu_s'][name]) * 1e3:.1f} | "
+                f"{ratio} | {cpu_ratio} | {', '.join(f'{t * 1e3:.1f}' for t in ts)} |")
+
+    return ["", f"## Outputs -> COCO RLE: {post['n_det']} held-out COCO detections, {post['image']} image, "
+            f"{post['codec']}", "",
+            "Top-k over 300 queries x 80 classes, boxes, masks, RLE with str counts (the `segmentation` of "
+            "the results json). Rounds interleave the methods, each timed call right after an untimed call of the same method "
+            "(the steady state of an evaluation loop; the official-style loop is timed cold); "
+            "\"x new\" is the median of per-round ratios (wall time, and process CPU time); "
+            "CPU ms is the process CPU time (less sensitive than wall time to other jobs on the machine).", "",
+            "| method | ms per image, median | min (ms) | CPU ms, median | x new path (wall) | x new path (CPU) | runs (ms) |",
+            "|---|---|---|---|---|---|---|",
+            row("official-style loop: Python zigzag walk, `idctn`, `grid_sample` paste, `encode`", "official"),
+            row("plain per-mask loop: zigzag scatter, `idctn`, bilinear resize into the integer box, paste, `encode`",
+                "plain"),
+            row("current path: `PostProcess` (batched decode + `geometry.paste`) + `results_to_coco`", "current"),
+            row("**new path**: `PostProcess(output=\"rle\")` (batched decode + `box_rle.paste_rle`) + "
+                "`results_to_coco`", "new"),
+            row("  of which `PostProcess(output=\"rle\")` alone", "new_post_only"),
+            "",
+            f"New path vs current path: results json byte-identical: {post['json_identical']}; differing pixels: "
+            f"{post['differing_pixels']}. Mean mask IoU against the current path: plain loop "
+            f"{post['iou_plain']:.4f} (its integer boxes sample differently), official-style loop "
+            f"{post['iou_official']:.4f}.", "",
+            "Where the new path's time goes (each stage alone, same detections, median CPU ms of interleaved rounds):", "",
+            "| stage | CPU ms |", "|---|---|",
+            *(f"| {name} | {t * 1e3:.2f} |" for name, t in breakdown.items()),
+            f"| sum | {sum(t for name, t in breakdown.items() if 'not in the sum' not in name) * 1e3:.2f} |", "",
+            "The fold of the issue's hint, measured (`benchmarks/fold_check.py`: per box `B_h C B_w^T` in float64, "
+            "two numpy GEMMs, thresholded, no RLE): "
+            f"{fold['fold_ms']:.1f} CPU ms per image against {fold['exact_ms']:.1f} for the exact path's decode + "
+            f"`_paste_runs` (RLE included). Pixels where it differs from `paste`: {fold['held_out'][0]} of "
+            f"{fold['held_out'][1]:,} box pixels on these held-out detections, {fold['random'][0]} of "
+            f"{fold['random'][1]:,} on {fold['random_images']} images of random queries (an untrained model's soft "
+            "blobs), so the results json would not stay byte-identical everywhere.", ""]
 
 
 if __name__ == "__main__":
