@@ -40,9 +40,10 @@ def section_tests(out: Path) -> list[str]:
 
 
 def section_triton(out: Path) -> list[str]:
+    import msda_core
     import msda_speed
 
-    rows = msda_speed.bench_core(["triton"], "cuda", repeats=10)
+    rows = msda_core.bench_core(["triton"], "cuda", repeats=10)
     mem = {b: msda_speed.run_child(["--child", "core_mem", b, "--device", "cuda"]) for b in ("reference", "triton")}
     lines = ["| shapes | Lq | pass | triton ms | reference ms | speed-up | max abs diff |", "|---|---:|---|---:|---:|---:|---:|"]
     for r in rows:

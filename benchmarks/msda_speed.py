@@ -47,97 +47,25 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import torch  # noqa: E402
+from msda_core import (  # noqa: E402
+    CHANNELS,
+    ENCODER_SHAPES,
+    HEADS,
+    POINTS,
+    bench_core,
+    child_core_memory,
+    core_inputs,
+    run_core,
+    set_threads,
+)
 from peak_memory import SavedForBackward, peak_rss_mib, peak_since_start_mib, rss_mib  # noqa: E402
 
-ENCODER_SHAPES = [(100, 152), (50, 76), (25, 38), (13, 19)]
-HEADS, CHANNELS, POINTS = 8, 48, 4
 R50 = dict(num_classes=80, n_vector=256, d_model=384, backbone="resnet50", num_feature_levels=4, num_queries=300,
            enc_layers=6, dec_layers=6, dim_feedforward=1024, attn_backend="reference")
 SECTIONS = ("core", "core_mem", "r50", "train", "r50_train")
 # "lower peak memory" means below this fraction of the reference's: the resident peak of the same step
 # varies by up to ~8% from run to run (results_msda_speed.md)
 PEAK_NOISE = 0.9
-
-
-def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    import numba
-
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-
-
-def core_inputs(kind: str, device: str, seed: int = 0) -> tuple:
-    """value (1, S, 8, 48), locations, softmaxed weights for ``kind`` ``encoder`` or ``decoder``."""
-    g = torch.Generator().manual_seed(seed)
-    s = sum(h * w for h, w in ENCODER_SHAPES)
-    n_levels = len(ENCODER_SHAPES)
-    if kind == "encoder":  # one query per pixel of every level, at its pixel centre
-        ref = torch.cat([torch.stack(torch.meshgrid((torch.arange(w) + 0.5) / w, (torch.arange(h) + 0.5) / h,
-                                                    indexing="xy"), -1).reshape(-1, 2) for h, w in ENCODER_SHAPES])
-    else:
-        ref = 0.05 + 0.9 * torch.rand(300, 2, generator=g)
-    lq = ref.shape[0]
-    wh = torch.tensor([[w, h] for h, w in ENCODER_SHAPES], dtype=torch.float32)
-    offsets = 2.0 * torch.randn(1, lq, HEADS, n_levels, POINTS, 2, generator=g)  # a few pixels of each level
-    loc = ref.view(1, lq, 1, 1, 1, 2) + offsets / wh.view(1, 1, 1, n_levels, 1, 2)
-    attn = torch.randn(1, lq, HEADS, n_levels * POINTS, generator=g).softmax(-1).view(1, lq, HEADS, n_levels, POINTS)
-    value = torch.randn(1, s, HEADS, CHANNELS, generator=g)
-    return tuple(t.to(device) for t in (value, loc, attn))
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def run_core(backend: str, inputs: tuple, backward: bool, device: str) -> tuple[float, torch.Tensor]:
-    """Seconds for one forward (+ backward of a fixed random projection) and the output."""
-    from solq.models.deform_attn import ms_deform_attn_core
-
-    value, loc, attn = (t.detach().requires_grad_(backward) for t in inputs)
-    _sync(device)
-    t0 = time.perf_counter()
-    with torch.set_grad_enabled(backward):
-        out = ms_deform_attn_core(value, ENCODER_SHAPES, loc, attn, backend=backend)
-        if backward:
-            out.backward(torch.ones_like(out))
-    _sync(device)
-    return time.perf_counter() - t0, out.detach()
-
-
-def bench_core(backends: list[str], device: str, repeats: int) -> list[dict]:
-    """Median times of every backend and the reference, alternated, per (shapes, pass)."""
-    rows = []
-    for kind in ("encoder", "decoder"):
-        inputs = core_inputs(kind, device)
-        for backward in (False, True):
-            times: dict[str, list[float]] = {b: [] for b in ["reference", *backends]}
-            outs = {}
-            for b in times:  # warm-up (compilation)
-                outs[b] = run_core(b, inputs, backward, device)[1]
-            for _ in range(repeats):
-                for b in times:
-                    times[b].append(run_core(b, inputs, backward, device)[0])
-            ref = statistics.median(times["reference"])
-            for b in backends:
-                t = statistics.median(times[b])
-                rows.append({"shapes": kind, "lq": inputs[1].shape[1], "pass": "fwd+bwd" if backward else "fwd",
-                             "backend": b, "backend_s": t, "reference_s": ref, "speedup": ref / t,
-                             "max_abs_diff": float((outs[b] - outs["reference"]).abs().max())})
-    return rows
-
-
-def _child_core_memory(backend: str, device: str) -> dict:
-    inputs = core_inputs("encoder", device)
-    run_core(backend, core_inputs("decoder", device), True, device)  # compile / load kernels
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        before = torch.cuda.memory_allocated() / 2**20
-        run_core(backend, inputs, True, device)
-        return {"before_MiB": before, "peak_MiB": torch.cuda.max_memory_allocated() / 2**20}
-    before = rss_mib()
-    run_core(backend, inputs, True, device)
-    return {"before_MiB": before, "peak_MiB": peak_rss_mib()}
 
 
 def _child_r50(backend: str, repeats: int) -> dict:
@@ -404,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child:
         job, backend = a.child
         if job == "core_mem":
-            res = _child_core_memory(backend, a.device)
+            res = child_core_memory(backend, a.device)
         elif job == "r50":
             res = _child_r50(backend, a.r50_rounds)
         elif job == "r50_train":
