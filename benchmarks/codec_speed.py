@@ -148,31 +148,39 @@ def dense_floor_shape(n: int, k: int) -> tuple[int, int, int, int]:
     return kr, kc, flops, max(1, round(flops / (2 * n * n)))
 
 
-def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repeats: int,
-                per_mask_count: int) -> tuple[list, dict]:
-    from maskcodec.dct import DCTCodec, zigzag_indices
-
+def floor_products(masks: np.ndarray, codec, n: int, k: int) -> tuple[dict, dict, dict]:
+    """The floors' GEMMs on preallocated float32 operands of the transform's shapes: ``(encode,
+    decode, shape)``, where encode and decode map "floor" (one GEMM of the dense floor's width) and
+    "floor2" (the truncated separable transform's two products, each in the layout it wants) to
+    callables, and shape holds ``kr``, ``kc``, ``k_eq`` and ``flops`` (``dense_floor_shape``)."""
     b = len(masks)
-    codec = DCTCodec(mask_size=n, n_components=k)
     kr, kc, flops, k_eq = dense_floor_shape(n, k)
     rng = np.random.default_rng(0)
     x = masks.astype(np.float32).reshape(b * n, n)
     w_enc = rng.standard_normal((n, k_eq)).astype(np.float32)
     y = rng.standard_normal((b * n, k_eq)).astype(np.float32)
     w_dec = rng.standard_normal((k_eq, n)).astype(np.float32)
-    binary_float = x.reshape(b, n, n)
-    basis = codec._plan()
-    rows_b, cols_b, rows_t = basis[0], basis[1], basis[2]
+    rows_b, cols_b, rows_t = codec._plan()[:3]
     cols_t = np.ascontiguousarray(cols_b.T)
     g_enc = rng.standard_normal((n, b * kc)).astype(np.float32)
     f_dec = rng.standard_normal((kr, b * kc)).astype(np.float32)
     x_dec = rng.standard_normal((b * n, kc)).astype(np.float32)
+    encode = {"floor": lambda: x @ w_enc, "floor2": lambda: (x @ cols_t, rows_b @ g_enc)}
+    decode = {"floor": lambda: y @ w_dec, "floor2": lambda: (rows_t @ f_dec, x_dec @ cols_b)}
+    return encode, decode, {"kr": kr, "kc": kc, "k_eq": k_eq, "flops": flops}
 
-    def two_gemm_encode():
-        return x @ cols_t, rows_b @ g_enc
 
-    def two_gemm_decode():
-        return rows_t @ f_dec, x_dec @ cols_b
+def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repeats: int,
+                per_mask_count: int) -> tuple[list, dict]:
+    """The DCT codec's encode and decode rows, each interleaved with the floors and the per-mask
+    scipy loops: ``(table rows, floor shape)``."""
+    from maskcodec.dct import DCTCodec, zigzag_indices
+
+    b = len(masks)
+    codec = DCTCodec(mask_size=n, n_components=k)
+    floor_enc, floor_dec, info = floor_products(masks, codec, n, k)
+    kr, kc, k_eq = info["kr"], info["kc"], info["k_eq"]
+    binary_float = masks.astype(np.float32)
     vectors = codec.encode(masks)
     small = masks[:per_mask_count]
     small_v = vectors[:per_mask_count]
@@ -181,8 +189,7 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
 
     enc = interleaved(
         {
-            "floor": lambda: x @ w_enc,
-            "floor2": two_gemm_encode,
+            **floor_enc,
             "ours_bool": lambda: codec.encode(masks),
             "ours_float01": lambda: codec.encode(binary_float),
             "read_pass": lambda: binary_float.sum(),
@@ -194,8 +201,7 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
     )
     dec = interleaved(
         {
-            "floor": lambda: y @ w_dec,
-            "floor2": two_gemm_decode,
+            **floor_dec,
             "ours": lambda: codec.decode(vectors),
             "per_mask": lambda: per_mask_decode(small_v, n, rows, cols),
         },
@@ -221,7 +227,6 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
         line(f"two-GEMM floor, decode: ({n}, {kr}) @ ({kr}, {b}*{kc}), ({b}*{n}, {kc}) @ ({kc}, {n})", dec, "floor2"),
         line(f"per-mask zero-fill + scipy idctn ({len(small_v)} masks)", dec, "per_mask"),
     ]
-    info = {"kr": kr, "kc": kc, "k_eq": k_eq, "flops": flops}
     return table, info
 
 
