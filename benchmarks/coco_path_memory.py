@@ -19,21 +19,17 @@ import tempfile
 import warnings
 from pathlib import Path
 
+from peak_memory import status_mib  # this script's folder is on sys.path: run as a script or from coco_path_speed
+
 import maskcodec
 from maskcodec.coco import iter_mask_batches, read_instances
 
 
 def memory_child(path, mask_size, n_components, batch_size):
     """Stream every annotation of ``path`` to vectors; print JSON with the resident-memory figures (MiB)."""
-    def status(field):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        return float("nan")
-
     codec = maskcodec.get_codec("dct", mask_size=mask_size, n_components=n_components)
     coco = read_instances(path)
-    after_index = status("VmRSS")
+    after_index = status_mib("VmRSS")
     try:  # reset the peak, so it measures the streaming alone (Linux >= 4.0)
         Path("/proc/self/clear_refs").write_text("5")
         reset = True
@@ -43,7 +39,7 @@ def memory_child(path, mask_size, n_components, batch_size):
     for batch in iter_mask_batches(coco, mask_size, batch_size=batch_size, include_crowd=True):
         codec.encode(batch.masks)
         n += len(batch)
-    print(json.dumps({"masks": n, "after_index": after_index, "peak": status("VmHWM"), "reset": reset}))
+    print(json.dumps({"masks": n, "after_index": after_index, "peak": status_mib("VmHWM"), "reset": reset}))
 
 
 def memory_section(path, counts, mask_size, n_components, batch_size):

@@ -9,8 +9,6 @@ that does not depend on the allocator.
 
 from __future__ import annotations
 
-import torch
-
 _PEAK_AT_RESET = [0.0]  # the largest peak seen before a reset, for peak_since_start_mib
 
 
@@ -58,7 +56,7 @@ class SavedForBackward:
         self.exclude = {t.untyped_storage().data_ptr() for t in exclude}
         self.sizes: dict[int, int] = {}  # storage address -> bytes (a saved storage stays alive until backward)
 
-    def _pack(self, t: torch.Tensor) -> torch.Tensor:
+    def _pack(self, t: "torch.Tensor") -> "torch.Tensor":  # noqa: F821
         storage = t.untyped_storage()
         if storage.data_ptr() not in self.exclude:
             self.sizes[storage.data_ptr()] = storage.nbytes()
@@ -66,6 +64,8 @@ class SavedForBackward:
 
     def hooks(self):
         """The ``torch.autograd.graph.saved_tensors_hooks`` context that counts."""
+        import torch  # here, so that maskcodec-only benchmarks read memory without importing torch
+
         return torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
 
     def mib(self) -> float:
