@@ -38,6 +38,7 @@ from .parallel import parallel_allowed
 
 _BLOCK = 8  # coefficients per register (float8); the column basis is zero-padded to a multiple
 _ROWS = 4  # spectrum rows per pass of the column pass; the row basis is zero-padded to a multiple
+_SUM_ROWS = 16  # changed rows per partial sum of the column pass's group 0 (see _column_pass)
 _CHUNK = 16  # masks per parallel work item (scratch buffers are per item)
 _PARALLEL_MIN = 256  # smaller batches run serially
 #: fastmath without "nnan"/"ninf" where values are read: a NaN must still compare as "not 0 or 1"
@@ -201,51 +202,73 @@ def _row_deltas(prefix, starts, offsets, nchg, delta):  # pragma: no cover - num
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _rows4_blocks2(delta, suffix, krp, changed, nchg, h0, q0, spectrum):  # pragma: no cover - numba
-    """spectrum[h0:h0 + 4, q0:q0 + 16] = sum_r suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 16]."""
+def _rows4_blocks2(delta, suffix, krp, changed, r0, r1, h0, q0, spectrum):  # pragma: no cover - numba
+    """spectrum[h0:h0 + 4, q0:q0 + 16] += sum_{r0 <= r < r1} suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 16]."""
     kcp = delta.shape[1]
     a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero8()
-    for r in range(nchg):
+    for r in range(r0, r1):
         w = changed[r] * krp + h0
         w0, w1, w2, w3 = suffix[w], suffix[w + 1], suffix[w + 2], suffix[w + 3]
         d, e = load8(delta, r * kcp + q0), load8(delta, r * kcp + q0 + 8)
         a0, a1, a2, a3 = fma8(a0, w0, d), fma8(a1, w1, d), fma8(a2, w2, d), fma8(a3, w3, d)
         b0, b1, b2, b3 = fma8(b0, w0, e), fma8(b1, w1, e), fma8(b2, w2, e), fma8(b3, w3, e)
     out = h0 * kcp + q0
-    store8(spectrum, out, a0), store8(spectrum, out + kcp, a1)
-    store8(spectrum, out + 2 * kcp, a2), store8(spectrum, out + 3 * kcp, a3)
-    store8(spectrum, out + 8, b0), store8(spectrum, out + kcp + 8, b1)
-    store8(spectrum, out + 2 * kcp + 8, b2), store8(spectrum, out + 3 * kcp + 8, b3)
+    _add_to(spectrum, out, a0), _add_to(spectrum, out + kcp, a1)
+    _add_to(spectrum, out + 2 * kcp, a2), _add_to(spectrum, out + 3 * kcp, a3)
+    _add_to(spectrum, out + 8, b0), _add_to(spectrum, out + kcp + 8, b1)
+    _add_to(spectrum, out + 2 * kcp + 8, b2), _add_to(spectrum, out + 3 * kcp + 8, b3)
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
-def _rows4_block1(delta, suffix, krp, changed, nchg, h0, q0, spectrum):  # pragma: no cover - numba
-    """spectrum[h0:h0 + 4, q0:q0 + 8] = sum_r suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 8]."""
+def _rows4_block1(delta, suffix, krp, changed, r0, r1, h0, q0, spectrum):  # pragma: no cover - numba
+    """spectrum[h0:h0 + 4, q0:q0 + 8] += sum_{r0 <= r < r1} suffix[changed[r], h0:h0 + 4]^T delta[r, q0:q0 + 8]."""
     kcp = delta.shape[1]
     a0 = a1 = a2 = a3 = zero8()
-    for r in range(nchg):
+    for r in range(r0, r1):
         w = changed[r] * krp + h0
         d = load8(delta, r * kcp + q0)
         a0, a1 = fma8(a0, suffix[w], d), fma8(a1, suffix[w + 1], d)
         a2, a3 = fma8(a2, suffix[w + 2], d), fma8(a3, suffix[w + 3], d)
     out = h0 * kcp + q0
-    store8(spectrum, out, a0), store8(spectrum, out + kcp, a1)
-    store8(spectrum, out + 2 * kcp, a2), store8(spectrum, out + 3 * kcp, a3)
+    _add_to(spectrum, out, a0), _add_to(spectrum, out + kcp, a1)
+    _add_to(spectrum, out + 2 * kcp, a2), _add_to(spectrum, out + 3 * kcp, a3)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _add_to(spectrum, index, value):  # pragma: no cover - numba
+    """spectrum.flat[index:index + 8] += value."""
+    store8(spectrum, index, add8(load8(spectrum, index), value))
 
 
 @njit(fastmath=True, cache=True, nogil=True)
 def _column_pass(delta, suffix, changed, nchg, blocks, spectrum):  # pragma: no cover - numba
     """spectrum[h, w] = sum_r suffix[changed[r], h] * delta[r, w], for the ``blocks[g]`` 8-column
-    blocks that rows 4g..4g + 3 need: 4 rows x 16 columns (8 registers) per pass over the deltas.
-    ``suffix`` and ``spectrum`` are flat (row-major, rows padded to a multiple of 4)."""
+    blocks that rows 4g..4g + 3 need. ``suffix`` and ``spectrum`` are flat (row-major, rows padded
+    to a multiple of 4).
+
+    Rows 0..3 (group 0) are summed in stretches of ``_SUM_ROWS`` changed rows added to the spectrum
+    one after the other: the suffix sums of frequency 0 grow to sqrt(N), so one running float32 sum
+    over every changed row would round ~2x worse than the dense transform (max error 5.3e-5 vs
+    2.3e-5 on real 128 x 128 masks). The other groups' weights are smaller and of both signs.
+    """
     krp = _ROWS * blocks.shape[0]
-    for g in range(blocks.shape[0]):
-        q0 = 0
-        for _ in range(blocks[g] // 2):
-            _rows4_blocks2(delta, suffix, krp, changed, nchg, _ROWS * g, q0, spectrum)
-            q0 += 16
-        if blocks[g] % 2:
-            _rows4_block1(delta, suffix, krp, changed, nchg, _ROWS * g, q0, spectrum)
+    spectrum[:] = 0.0
+    for r0 in range(0, nchg, _SUM_ROWS):
+        _rows4_group(delta, suffix, krp, changed, r0, min(r0 + _SUM_ROWS, nchg), 0, blocks[0], spectrum)
+    for g in range(1, blocks.shape[0]):
+        _rows4_group(delta, suffix, krp, changed, 0, nchg, g, blocks[g], spectrum)
+
+
+@njit(fastmath=True, cache=True, nogil=True, inline="always")
+def _rows4_group(delta, suffix, krp, changed, r0, r1, g, nblocks, spectrum):  # pragma: no cover - numba
+    """Add the changed rows r0..r1 to spectrum rows 4g..4g + 3, ``nblocks`` 8-column blocks: 4 rows
+    x 16 columns (8 registers) per pass over the deltas, then 4 x 8 for an odd block."""
+    q0 = 0
+    for _ in range(nblocks // 2):
+        _rows4_blocks2(delta, suffix, krp, changed, r0, r1, _ROWS * g, q0, spectrum)
+        q0 += 16
+    if nblocks % 2:
+        _rows4_block1(delta, suffix, krp, changed, r0, r1, _ROWS * g, q0, spectrum)
 
 
 @njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True)
