@@ -29,7 +29,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .dct_basis import dct_matrix, zigzag_indices
-from .float8 import add8, fma8, load8, max_bits, max_bits8, reverse8, store8, sub8, zero8
+from .float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8
 from .parallel import parallel_allowed
 
 #: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
@@ -208,11 +208,12 @@ def _stage(masks, bits, m, stride, buffer, largest):  # pragma: no cover - numba
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _column_transform(src, base, stride, n, weights, parity, panel, spatial):  # pragma: no cover - numba
+def _column_transform(src, base, ahead, stride, n, weights, parity, panel, spatial):  # pragma: no cover - numba
     """spatial[4g + r, l] = sum_i weights[g, i, r] (x[i, l] + x[N-1-i, l]) (even frequencies; odd
     ones with x[i, l] - x[N-1-i, l]) for every column l, x the mask at ``src[base:]`` (rows of
     ``stride``). Panels of 16 columns: their butterflies into ``panel``, then per group 4 row
-    frequencies x 2 blocks = 8 accumulators. Returns the largest bit pattern of x (uint32)."""
+    frequencies x 2 blocks = 8 accumulators; the same lines of the mask at ``src[ahead:]`` are
+    prefetched meanwhile. Returns the largest bit pattern of x (uint32)."""
     half, nl = (n + 1) // 2, n // 2
     diff = half * 2 * _LANES
     high = zero8()
@@ -220,6 +221,8 @@ def _column_transform(src, base, stride, n, weights, parity, panel, spatial):  #
         q1 = min(q0 + _LANES, stride - _LANES)
         for i in range(nl):
             top, bot = base + i * stride, base + (n - 1 - i) * stride
+            prefetch(src, top - base + ahead + q0), prefetch(src, top - base + ahead + q1)
+            prefetch(src, bot - base + ahead + q0), prefetch(src, bot - base + ahead + q1)
             a0, a1, b0, b1 = load8(src, top + q0), load8(src, top + q1), load8(src, bot + q0), load8(src, bot + q1)
             high = max_bits8(high, max_bits8(max_bits8(a0, a1), max_bits8(b0, b1)))
             p = i * 2 * _LANES
@@ -320,9 +323,10 @@ def _encode_range(start, stop, which, masks, bits, staged, weights, parity, basi
         m = which[t]
         if staged:
             largest = _stage(masks, bits, m, stride, buffer, largest)
-            _column_transform(buffer, 0, stride, n, weights, parity, panel, spatial)
+            _column_transform(buffer, 0, 0, stride, n, weights, parity, panel, spatial)
         else:
-            high = _column_transform(direct, m * n * n, stride, n, weights, parity, panel, spatial)
+            ahead = which[min(t + 1, stop - 1)] * n * n  # the next mask
+            high = _column_transform(direct, m * n * n, ahead, stride, n, weights, parity, panel, spatial)
             if high > largest:
                 largest = high
         _fold_columns(spatial, stride, n, folded)

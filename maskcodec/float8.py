@@ -173,3 +173,22 @@ def max_bits(typingctx, value):  # pragma: no cover - compiled by numba
         return builder.call(reduce, [builder.bitcast(args[0], _BITS)])
 
     return types.uint32(value), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):  # pragma: no cover - compiled by numba
+    """Hint that ``arr.flat[index]`` will be read soon (a cache-line prefetch; no effect on values,
+    any index inside the array)."""
+    _check_array(arr, index, "prefetch")
+
+    def codegen(context, builder, signature, args):
+        pointer = builder.bitcast(_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1]),
+                                  ir.IntType(8).as_pointer())
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+            "llvm.prefetch.p0i8")
+        i32 = ir.IntType(32)
+        builder.call(hint, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen

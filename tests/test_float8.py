@@ -5,7 +5,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from maskcodec.float8 import add8, fma8, load8, max_bits, max_bits8, reverse8, store8, sub8, zero8  # noqa: E402
+from maskcodec.float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8  # noqa: E402
 
 
 @numba.njit
@@ -54,3 +54,20 @@ def test_reverse_and_max_bits():
         y = x.copy()
         y[13] = bad
         assert _reverse_and_max_bits(y, out) == np.array(bad, np.float32).view(np.uint32)
+
+
+@numba.njit
+def _sum_with_prefetch(x):
+    """sum(x), prefetching 64 values ahead (a hint only: the result must not change)."""
+    acc = zero8()
+    for i in range(0, x.size, 8):
+        prefetch(x, min(i + 64, x.size - 1))
+        acc = add8(acc, load8(x, i))
+    out = np.zeros(8, np.float32)
+    store8(out, 0, acc)
+    return out.sum()
+
+
+def test_prefetch_changes_nothing():
+    x = np.arange(256, dtype=np.float32)
+    assert _sum_with_prefetch(x) == x.sum()
