@@ -1,23 +1,28 @@
-"""Dense DCT encode and decode of numpy arrays: numba kernels that use the basis's even/odd symmetry.
+"""Dense DCT encode and decode of numpy arrays: numba kernels on 8-lane float32 registers that use
+the basis's even/odd symmetry.
 
-The DCT-II basis satisfies A[h, N-1-l] = (-1)^h A[h, l]. So for a row x of a mask, with
-s[l] = x[l] + x[N-1-l] and d[l] = x[l] - x[N-1-l] (l < N/2), the row transform is
+The DCT-II basis satisfies A[h, N-1-l] = (-1)^h A[h, l]. So with the butterflies
+S[i] = X[i] + X[N-1-i] and D[i] = X[i] - X[N-1-i] of the mask rows (i < N/2), the column
+transform is A[h, :N/2] S (h even) and A[h, :N/2] D (h odd): half the multiply-adds of the plain
+product; the row transform folds its columns the same way. Decoding uses the identity the other
+way: output rows i and N-1-i are e + o and e - o, e (o) the sum over the even (odd) row
+frequencies, and each row is e' + o' on its left half and the mirror of e' - o' on its right half.
 
-    g[w] = s . A[w, :N/2]  (w even),        g[w] = d . A[w, :N/2]  (w odd),
-
-half the multiply-adds of the plain product x . A[w]. Decoding uses the same identity the
-other way: a row of the output is e + o on its left half and the mirror of e - o on its right
-half, with e (o) the sum over the even (odd) column frequencies of the truncated spectrum. In
-decode the identity is also used across rows (rows i and N-1-i share their products).
-
-Each mask is transformed in cache with no (B, ...) temporaries and no zigzag scatter or gather
-array: encode writes the n_k coefficients straight into the output, decode reads them straight
-from the input vector and writes the (B, N, N) output once. The encode kernel also validates
-the values (in [0, 1], no NaN or infinity) in the same pass.
+Every product is an outer product on ``maskcodec.float8`` registers: a broadcast scalar times 8
+contiguous values, 8 accumulators per tile, no horizontal sums. Encode works on 16-column panels
+of the mask (its butterflies, validated by one unsigned max of the bit patterns per value, then 4
+row frequencies x 2 blocks per sweep), prefetching the next mask meanwhile; then the folded
+columns times the transposed column basis, only at the column blocks the zigzag prefix needs.
+Float64 masks and N that is not a multiple of 8 are staged through a padded float32 copy (values
+checked before rounding). Decode forms the column-frequency coefficients of every output row,
+then 2 rows x 2 column blocks per sweep, writing the (B, N, N) output once (the right halves
+lane-reversed). Loops that matter stay in one function body: numba's reference counting of the
+arrays passed to inlined helpers costs calls inside the loops.
 
 Results equal ``DCTCodec``'s GEMM path (``DCTCodec._encode_dense`` / torch decode) up to float32
-rounding. numba compiles on first use (``cache=True`` keeps it on disk); ``maskcodec.dct``
-imports this module lazily.
+rounding. numba compiles on first use (``cache=True`` keeps it on disk; after editing
+``maskcodec.float8`` delete ``maskcodec/__pycache__/dct_*.nb[ic]``); ``maskcodec.dct`` imports
+this module lazily.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from .parallel import parallel_allowed
 
 #: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
 #: validates them through their bit patterns and reports NaN and infinity).
-#: The per-row helpers below are inlined into the per-mask loops by numba (inline="always").
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _LANES = 8  # float32 lanes of a Float8 register
 _GROUP = 4  # row frequencies per sweep of the encode column pass
@@ -180,6 +184,7 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- encode
 # One function per stage and mask: array arguments of helpers inlined into loops cost reference
 # counting calls per use (measured: half the decode time), so each vector loop stays in one body.
+# The dtype-specific helpers are numba overloads.
 def _float32_view(masks):  # pragma: no cover - numba
     """``masks`` as a flat float32 array (an empty one for float64 masks, which are staged)."""
 
@@ -348,8 +353,6 @@ def _encode_parallel(b, chunk, which, masks, bits, staged, weights, parity, basi
 
 
 # ---------------------------------------------------------------------------------------- decode
-# One function per stage and mask: array arguments of helpers inlined into loops cost reference
-# counting calls per use (measured: half the decode time), so the loops stay in one body each.
 @njit(fastmath=_FAST, cache=True, nogil=True)
 def _row_coefficients(spectrum, rows, pairs, coef):  # pragma: no cover - numba
     """The column-frequency coefficients of every output row pair: coef[i, 0, c] = e + o (row i),
