@@ -396,6 +396,9 @@ def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cove
     half, nl = (n + 1) // 2, n // 2
     for i in range(half):
         top, bot = (m * n + i) * n, (m * n + n - 1 - i) * n
+        if i + 1 < half:  # the next row pair's lines, ahead of its writes
+            for q in range(0, n, 16):
+                prefetch(out, top + n + q), prefetch(out, bot - n + q)
         ft = np.uint64(2 * i * c)
         fb, fto, fbo = ft + np.uint64(c), ft + np.uint64(width), ft + np.uint64(c + width)
         for l0 in range(0, cols, 2 * _LANES):
