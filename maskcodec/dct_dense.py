@@ -267,8 +267,11 @@ def _fold_columns(spatial, stride, n, folded):  # pragma: no cover - numba
     hp = folded.shape[0] // (2 * rows)
     nl = n // 2
     for r in range(rows):
+        for q in range(0, nl - _LANES + 1, _LANES):  # 8 columns and their lane-reversed mirror
+            a, b = load8(spatial, r * stride + q), reverse8(load8(spatial, r * stride + n - _LANES - q))
+            store8(folded, r * 2 * hp + q, add8(a, b)), store8(folded, r * 2 * hp + hp + q, sub8(a, b))
         src, dst = np.uint64(r * stride), np.uint64(r * 2 * hp)
-        for ls in range(nl):
+        for ls in range(nl - nl % _LANES, nl):
             lu = np.uint64(ls)
             a, b = spatial[src + lu], spatial[src + np.uint64(n - 1 - ls)]
             folded[dst + lu] = a + b
