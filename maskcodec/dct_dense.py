@@ -425,14 +425,23 @@ def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cove
             store8(scratch, 16, add8(eb0, ob0)), store8(scratch, 24, sub8(eb0, ob0))
             store8(scratch, 32, add8(et1, ot1)), store8(scratch, 40, sub8(et1, ot1))
             store8(scratch, 48, add8(eb1, ob1)), store8(scratch, 56, sub8(eb1, ob1))
-            for block in range(2):
-                first = l0 if block == 0 else l1
-                s = 32 * block
-                for r in range(max(0, min(_LANES, half - first))):  # middle column of odd N: e + o = e - o = e
-                    out[top + first + r] = scratch[s + r]
-                    out[top + n - 1 - first - r] = scratch[s + 8 + r]
-                    out[bot + first + r] = scratch[s + 16 + r]
-                    out[bot + n - 1 - first - r] = scratch[s + 24 + r]
+            _write_through(scratch, l0, l1, top, bot, n, out)
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _write_through(scratch, l0, l1, top, bot, n, out):  # pragma: no cover - numba
+    """The left-half blocks l0, l1 of output rows ``top``, ``bot`` (flat offsets) and their mirrors
+    from ``scratch`` (e + o, e - o of top, then of bot, per block), only up to the middle: a call
+    of its own keeps the registers of ``_synthesise_rows``'s hot path free."""
+    half = (n + 1) // 2
+    for block in range(2):
+        first = l0 if block == 0 else l1
+        s = 32 * block
+        for r in range(max(0, min(_LANES, half - first))):  # middle column of odd N: e + o = e - o = e
+            out[top + first + r] = scratch[s + r]
+            out[top + n - 1 - first - r] = scratch[s + 8 + r]
+            out[bot + first + r] = scratch[s + 16 + r]
+            out[bot + n - 1 - first - r] = scratch[s + 24 + r]
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
