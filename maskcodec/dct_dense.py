@@ -1,23 +1,28 @@
-"""Dense DCT encode and decode of numpy arrays: numba kernels that use the basis's even/odd symmetry.
+"""Dense DCT encode and decode of numpy arrays: numba kernels on 8-lane float32 registers that use
+the basis's even/odd symmetry.
 
-The DCT-II basis satisfies A[h, N-1-l] = (-1)^h A[h, l]. So for a row x of a mask, with
-s[l] = x[l] + x[N-1-l] and d[l] = x[l] - x[N-1-l] (l < N/2), the row transform is
+The DCT-II basis satisfies A[h, N-1-l] = (-1)^h A[h, l]. So with the butterflies
+S[i] = X[i] + X[N-1-i] and D[i] = X[i] - X[N-1-i] of the mask rows (i < N/2), the column
+transform is A[h, :N/2] S (h even) and A[h, :N/2] D (h odd): half the multiply-adds of the plain
+product; the row transform folds its columns the same way. Decoding uses the identity the other
+way: output rows i and N-1-i are e + o and e - o, e (o) the sum over the even (odd) row
+frequencies, and each row is e' + o' on its left half and the mirror of e' - o' on its right half.
 
-    g[w] = s . A[w, :N/2]  (w even),        g[w] = d . A[w, :N/2]  (w odd),
-
-half the multiply-adds of the plain product x . A[w]. Decoding uses the same identity the
-other way: a row of the output is e + o on its left half and the mirror of e - o on its right
-half, with e (o) the sum over the even (odd) column frequencies of the truncated spectrum. In
-decode the identity is also used across rows (rows i and N-1-i share their products).
-
-Each mask is transformed in cache with no (B, ...) temporaries and no zigzag scatter or gather
-array: encode writes the n_k coefficients straight into the output, decode reads them straight
-from the input vector and writes the (B, N, N) output once. The encode kernel also validates
-the values (in [0, 1], no NaN or infinity) in the same pass.
+Every product is an outer product on ``maskcodec.float8`` registers: a broadcast scalar times 8
+contiguous values, 8 accumulators per tile, no horizontal sums. Encode works on 16-column panels
+of the mask (its butterflies, validated by one unsigned max of the bit patterns per value, then 4
+row frequencies x 2 blocks per sweep), prefetching the next mask meanwhile; then the folded
+columns times the transposed column basis, only at the column blocks the zigzag prefix needs.
+Float64 masks and N that is not a multiple of 8 are staged through a padded float32 copy (values
+checked before rounding). Decode forms the column-frequency coefficients of every output row,
+then 2 rows x 2 column blocks per sweep, writing the (B, N, N) output once (the right halves
+lane-reversed). Loops that matter stay in one function body: numba's reference counting of the
+arrays passed to inlined helpers costs calls inside the loops.
 
 Results equal ``DCTCodec``'s GEMM path (``DCTCodec._encode_dense`` / torch decode) up to float32
-rounding. numba compiles on first use (``cache=True`` keeps it on disk); ``maskcodec.dct``
-imports this module lazily.
+rounding. numba compiles on first use (``cache=True`` keeps it on disk; after editing
+``maskcodec.float8`` delete ``maskcodec/__pycache__/dct_*.nb[ic]``); ``maskcodec.dct`` imports
+this module lazily.
 """
 
 from __future__ import annotations
@@ -25,27 +30,20 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 from .dct_basis import dct_matrix, zigzag_indices
+from .float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8
 from .parallel import parallel_allowed
 
 #: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
 #: validates them through their bit patterns and reports NaN and infinity).
-#: The per-row helpers below are inlined into the per-mask loops by numba (inline="always").
 _FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
-_ENC_GROUP = 4  # basis rows per pass of the encode dot products (the basis is zero-padded to a multiple)
-_DEC_GROUP = 6  # basis rows per pass of the decode accumulation
+_LANES = 8  # float32 lanes of a Float8 register
+_GROUP = 4  # row frequencies per sweep of the encode column pass
 _CHUNK = 16  # masks per parallel work item
 _PARALLEL_MIN = 256  # smaller batches run on the calling thread
-
-
-def _padded(rows: np.ndarray, group: int) -> np.ndarray:
-    """float32 copy of ``rows`` (R, L) with zero rows appended up to a multiple of ``group`` (at least one group)."""
-    count = max(group, -(-rows.shape[0] // group) * group)
-    out = np.zeros((count, rows.shape[1]), np.float32)
-    out[: rows.shape[0]] = rows
-    return out
 
 
 def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -56,54 +54,81 @@ def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
 
 @functools.lru_cache(maxsize=16)
 def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
-    """Constants of ``encode_dense`` for ``n x n`` masks and ``k`` coefficients.
+    """Constants of ``encode_dense`` for ``n x n`` masks and ``k`` coefficients (H = (N+1)//2).
 
-    ``be`` / ``bo``: even / odd column frequencies of the basis on the left half, (>= Kc/2, N//2)
-    float32, zero-padded to a multiple of 4 rows; ``mid``: the even frequencies at the middle
-    column of odd N (zeros for even N); ``rows``: the Kr row frequencies on the top half,
-    (Kr, (N+1)//2) float32 (odd ones zero at the middle row of odd N);
-    ``zk``, ``zh``, ``zj``: for the even-column coefficients, then the odd-column ones, the
-    output position, the row frequency and the index into ``be`` / ``bo``; ``split``: where
-    the odd-column entries start.
+    The row frequencies go in groups of 4 of one parity (h0, h0+2, h0+4, h0+6). ``weights``: each
+    group's frequencies on the top half, (groups, H, 4) float32 flattened (odd ones zero at the
+    middle row of odd N); ``parity``: 0/1 per group; ``basis``: the even, then from C/2 the odd
+    column frequencies on the left half, transposed, (H, C) float32 flattened, C/2 a multiple of 8
+    (zero-padded; odd ones zero at the middle column of odd N); ``blocks``: the 8-wide blocks of a
+    spectrum row of C that each group needs, group g's at ``blocks[starts[g]:starts[g + 1]]``, in
+    pairs of one parity (the last one repeated where a parity has an odd count); ``position``:
+    flat index into the (4 x groups, C) spectrum of each zigzag coefficient.
     """
     zz = zigzag_indices(n, k)
     zr, zc = zz[:, 0], zz[:, 1]
     kr, kc = int(zr.max()) + 1, int(zc.max()) + 1
-    basis = dct_matrix(n)
-    nl = n // 2
-    be = _padded(basis[0:kc:2, :nl], _ENC_GROUP)
-    bo = _padded(basis[1:kc:2, :nl], _ENC_GROUP)
-    mid = np.zeros(be.shape[0], np.float32)
-    if n % 2:
-        mid[: (kc + 1) // 2] = basis[0:kc:2, nl]
-    rows = basis[:kr, : (n + 1) // 2].astype(np.float32)
-    if n % 2:
-        rows[1::2, n // 2] = 0.0  # exactly: cos(pi * h / 2) for odd h
-    order = np.concatenate([np.flatnonzero(zc % 2 == 0), np.flatnonzero(zc % 2 == 1)])
-    split = int(np.count_nonzero(zc % 2 == 0))
-    return _frozen(be, bo, mid, rows, order, zr[order].copy(), zc[order] // 2) + (split,)
+    dct = dct_matrix(n)
+    half, nl = (n + 1) // 2, n // 2
+    width = _LANES * -(-((kc + 1) // 2) // _LANES)  # C/2
+    basis = np.zeros((half, 2 * width), np.float32)
+    basis[:, : (kc + 1) // 2] = dct[0:kc:2, :half].T
+    basis[:nl, width: width + kc // 2] = dct[1:kc:2, :nl].T
+    col = np.where(zc % 2 == 0, zc // 2, width + zc // 2)
+    weights, parity, blocks, starts, position = [], [], [], [0], np.zeros(k, np.int64)
+    for p in (0, 1):
+        for h0 in range(p, kr, 2 * _GROUP):
+            g = len(parity)
+            hs = list(range(h0, h0 + 2 * _GROUP, 2))
+            w = np.zeros((half, _GROUP), np.float32)
+            for r, h in enumerate(hs):
+                if h < kr:
+                    w[:, r] = dct[h, :half]
+                    if n % 2 and h % 2:
+                        w[nl, r] = 0.0  # exactly: cos(pi * h / 2)
+            weights.append(w)
+            parity.append(p)
+            member = np.isin(zr, hs)
+            position[member] = (_GROUP * g + (zr[member] - h0) // 2) * 2 * width + col[member]
+            for side in (col[member] < width, col[member] >= width):
+                needed = sorted({c // _LANES * _LANES for c in col[member][side]})
+                blocks.extend(needed + needed[-1:] * (len(needed) % 2))
+            starts.append(len(blocks))
+    return _frozen(np.stack(weights).ravel(), np.array(parity, np.int64), basis.ravel(),
+                   np.array(blocks, np.int64), np.array(starts, np.int64), position)
 
 
 @functools.lru_cache(maxsize=16)
 def decode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
-    """Constants of ``decode_dense``: for the even-row coefficients, then the odd-row ones, their
-    positions in the vector (``order``), their column frequencies (``zc``) and their row basis on
-    the top half ``(k, (N+1)//2)`` float32 (``rows``; odd rows are zero at the middle row of odd N);
-    ``split``: where the odd-row entries start; ``be`` / ``bo``: the even / odd column
-    frequencies on the left half, ``((N+1)//2)`` columns, zero-padded to a multiple of 6 rows
-    (odd ones zero at the middle column); ``kc``."""
+    """Constants of ``decode_dense`` for ``n x n`` masks and ``k`` coefficients (H = (N+1)//2).
+
+    ``position``: flat index of each zigzag coefficient in the (Kr', C) spectrum (Kr' = Kr rounded
+    up to even; a row of C: the even column frequencies, then the odd ones from C/2, each
+    zero-padded to a multiple of 8); ``rows``: the row basis on the top half, (Kr', H') float32
+    (H' = H rounded up to even; odd frequencies zero at the middle row of odd N); ``pairs``: for
+    each column block j (even block j with odd block j), how many row-frequency pairs reach it;
+    ``basis``: the even, then the odd column frequencies on the left half, (2, C/2, L) float32,
+    L = H rounded up to a multiple of 8 (zero-padded; odd ones zero at the middle column);
+    ``terms``: the rows of ``basis[0]`` that are not zero padding, (Kc + 1) // 2.
+    """
     zz = zigzag_indices(n, k)
     zr, zc = zz[:, 0], zz[:, 1]
-    kc = int(zc.max()) + 1
+    kr, kc = int(zr.max()) + 1, int(zc.max()) + 1
     half = (n + 1) // 2
     basis = dct_matrix(n)[:, :half].astype(np.float32)
     if n % 2:
         basis[1::2, half - 1] = 0.0  # exactly: cos(pi * h / 2) for odd h
-    order = np.concatenate([np.flatnonzero(zr % 2 == 0), np.flatnonzero(zr % 2 == 1)])
-    split = int(np.count_nonzero(zr % 2 == 0))
-    be = _padded(basis[0:kc:2], _DEC_GROUP)
-    bo = _padded(basis[1:kc:2], _DEC_GROUP)
-    return _frozen(order, zc[order].copy(), basis[zr[order]], be, bo) + (split, kc)
+    width = _LANES * -(-((kc + 1) // 2) // _LANES)
+    col = np.where(zc % 2 == 0, zc // 2, width + zc // 2)
+    rows = np.zeros((kr + kr % 2, half + half % 2), np.float32)
+    rows[:kr, :half] = basis[:kr]
+    reach = np.zeros(width // _LANES, np.int64)  # highest row frequency + 1 in each block pair
+    np.maximum.at(reach, col % width // _LANES, zr + 1)
+    columns = _LANES * -(-half // _LANES)
+    table = np.zeros((2, width, columns), np.float32)
+    table[0, : (kc + 1) // 2, :half] = basis[0:kc:2]
+    table[1, : kc // 2, :half] = basis[1:kc:2]
+    return _frozen(zr * 2 * width + col, rows, (reach + 1) // 2, table) + ((kc + 1) // 2,)
 
 
 def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
@@ -126,7 +151,8 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
         return out, True
     masks = np.ascontiguousarray(masks)
     bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
-    args = (which, masks, bits, *encode_tables(n, n_components), out)
+    staged = masks.dtype != np.float32 or n % _LANES != 0
+    args = (which, masks, bits, staged, *encode_tables(n, n_components), out)
     if b < _PARALLEL_MIN or not parallel_allowed():
         largest = _encode_range(0, b, *args)
     else:
@@ -147,7 +173,7 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
     out = np.empty((b, n, n), np.float32)
     if b == 0:
         return out
-    args = (np.ascontiguousarray(vectors), n, *decode_tables(n, vectors.shape[1]), out)
+    args = (np.ascontiguousarray(vectors), n, *decode_tables(n, vectors.shape[1]), out.reshape(-1))
     if b < _PARALLEL_MIN or not parallel_allowed():
         _decode_range(0, b, *args)
     else:
@@ -156,218 +182,284 @@ def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- encode
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _row_butterfly(masks, bits, m, i, s, d, largest):  # pragma: no cover - numba
-    """s[l] = x[l] + x[N-1-l], d[l] = x[l] - x[N-1-l] for row i of mask m. Returns the largest of
-    ``largest`` and the row's bit patterns (``bits``: the masks viewed as unsigned integers; a
-    value lies in [0, 1] when its pattern is at most that of 1.0: one integer max per value)."""
-    n = masks.shape[1]
-    row = masks[m, i]  # row views: measured faster than 3-D indexing here
-    row_bits = bits[m, i]
-    for ls in range(n // 2):
-        lu, ru = np.uint64(ls), np.uint64(n - 1 - ls)
-        largest = max(largest, max(row_bits[lu], row_bits[ru]))
-        a, b = np.float32(row[lu]), np.float32(row[ru])
-        s[lu] = a + b
-        d[lu] = a - b
-    return largest
+# One function per stage and mask: array arguments of helpers inlined into loops cost reference
+# counting calls per use (measured: half the decode time), so each vector loop stays in one body.
+# The dtype-specific helpers are numba overloads.
+def _float32_view(masks):  # pragma: no cover - numba
+    """``masks`` as a flat float32 array (an empty one for float64 masks, which are staged)."""
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _pair_products(i, basis, x0, x1, g):  # pragma: no cover - numba
-    """g[j, i] = x0 . basis[j] and g[j, i + 1] = x1 . basis[j] for every basis row j: two mask
-    rows share each load of the basis (4 basis rows per pass)."""
-    i0 = np.uint64(i)
-    i1 = i0 + np.uint64(1)
-    for j0 in range(0, basis.shape[0], 4):
-        r0 = np.uint64(j0)
-        r1, r2, r3 = r0 + np.uint64(1), r0 + np.uint64(2), r0 + np.uint64(3)
-        a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = np.float32(0.0)
-        for ls in range(x0.shape[0]):
-            lu = np.uint64(ls)
-            p, q = x0[lu], x1[lu]
-            c0, c1, c2, c3 = basis[r0, lu], basis[r1, lu], basis[r2, lu], basis[r3, lu]
-            a0 += p * c0
-            a1 += p * c1
-            a2 += p * c2
-            a3 += p * c3
-            b0 += q * c0
-            b1 += q * c1
-            b2 += q * c2
-            b3 += q * c3
-        g[r0, i0], g[r1, i0], g[r2, i0], g[r3, i0] = a0, a1, a2, a3
-        g[r0, i1], g[r1, i1], g[r2, i1], g[r3, i1] = b0, b1, b2, b3
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _fold_columns(g, n, folded):  # pragma: no cover - numba
-    """folded[j] = g[j, i] + g[j, N-1-i] and folded[J + j] = g[j, i] - g[j, N-1-i] for i < N/2
-    (J = rows of g; for odd N the middle entry is g[j, N//2] and 0): the butterflies of the
-    column transform, which the row basis's even/odd symmetry turns into half-length products."""
-    nl = n // 2
-    rows_g = folded.shape[0] // 2
-    for j in range(rows_g):
-        ju, du = np.uint64(j), np.uint64(rows_g + j)
-        for ls in range(nl):
-            lu = np.uint64(ls)
-            a, b = g[ju, lu], g[ju, np.uint64(n - 1 - ls)]
-            folded[ju, lu] = a + b
-            folded[du, lu] = a - b
-        if n % 2:
-            folded[ju, np.uint64(nl)] = g[ju, np.uint64(nl)]
-            folded[du, np.uint64(nl)] = 0.0
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _column_products(m, rows, folded, zk, zh, zj, first, last, out):  # pragma: no cover - numba
-    """out[m, zk[t]] = A[h] . g[j] for t in [first, last), h = zh[t], j = zj[t]: the column
-    transform, only at the zigzag coefficients, on half columns (``folded`` from
-    ``_fold_columns``; ``rows``: the row basis on the top half)."""
-    odd_offset = folded.shape[0] // 2
-    for t in range(first, last):
-        h = np.uint64(zh[t])
-        j = np.uint64(zj[t] + (zh[t] & 1) * odd_offset)
-        acc = np.float32(0.0)
-        for ls in range(rows.shape[1]):
-            acc += rows[h, np.uint64(ls)] * folded[j, np.uint64(ls)]
-        out[m, zk[t]] = acc
+@overload(_float32_view)
+def _float32_view_typed(masks):
+    if masks.dtype == types.float32:
+        return lambda masks: masks.reshape(-1)
+    return lambda masks: np.zeros(0, np.float32)
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _encode_range(start, stop, which, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
-    """Encode masks ``which[start:stop]`` serially into ``out[start:stop]``; returns the largest bit
-    pattern of their values."""
+def _stage(masks, bits, m, stride, buffer, largest):  # pragma: no cover - numba
+    """Copy mask m into ``buffer`` (N rows of ``stride`` float32, zero-padded) and return the largest
+    of ``largest`` and its bit patterns: for float64 masks (checked before rounding) and N that is
+    not a multiple of 8."""
     n = masks.shape[1]
+    for i in range(n):
+        row, row_bits = masks[m, i], bits[m, i]
+        at = np.uint64(i * stride)
+        for ls in range(n):
+            lu = np.uint64(ls)
+            largest = max(largest, row_bits[lu])
+            buffer[at + lu] = np.float32(row[lu])
+    return largest
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _column_transform(src, base, ahead, stride, n, weights, parity, panel, spatial):  # pragma: no cover - numba
+    """spatial[4g + r, l] = sum_i weights[g, i, r] (x[i, l] + x[N-1-i, l]) (even frequencies; odd
+    ones with x[i, l] - x[N-1-i, l]) for every column l, x the mask at ``src[base:]`` (rows of
+    ``stride``). Panels of 16 columns: their butterflies into ``panel``, then per group 4 row
+    frequencies x 2 blocks = 8 accumulators; the same lines of the mask at ``src[ahead:]`` are
+    prefetched meanwhile. Returns the largest bit pattern of x (uint32)."""
+    half, nl = (n + 1) // 2, n // 2
+    diff = half * 2 * _LANES
+    high = zero8()
+    for q0 in range(0, stride, 2 * _LANES):
+        q1 = min(q0 + _LANES, stride - _LANES)
+        for i in range(nl):
+            top, bot = base + i * stride, base + (n - 1 - i) * stride
+            prefetch(src, top - base + ahead + q0), prefetch(src, top - base + ahead + q1)
+            prefetch(src, bot - base + ahead + q0), prefetch(src, bot - base + ahead + q1)
+            a0, a1, b0, b1 = load8(src, top + q0), load8(src, top + q1), load8(src, bot + q0), load8(src, bot + q1)
+            high = max_bits8(high, max_bits8(max_bits8(a0, a1), max_bits8(b0, b1)))
+            p = i * 2 * _LANES
+            store8(panel, p, add8(a0, b0)), store8(panel, p + _LANES, add8(a1, b1))
+            store8(panel, diff + p, sub8(a0, b0)), store8(panel, diff + p + _LANES, sub8(a1, b1))
+        if n % 2:  # the middle row: only the even frequencies meet it
+            a0, a1 = load8(src, base + nl * stride + q0), load8(src, base + nl * stride + q1)
+            high = max_bits8(high, max_bits8(a0, a1))
+            p = nl * 2 * _LANES
+            store8(panel, p, a0), store8(panel, p + _LANES, a1)
+            store8(panel, diff + p, zero8()), store8(panel, diff + p + _LANES, zero8())
+        for g in range(parity.shape[0]):
+            part = parity[g] * diff
+            w = np.uint64(g * half * _GROUP)
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero8()
+            for i in range(half):
+                x, y = load8(panel, part + i * 2 * _LANES), load8(panel, part + i * 2 * _LANES + _LANES)
+                w0, w1, w2, w3 = weights[w], weights[w + np.uint64(1)], weights[w + np.uint64(2)], \
+                    weights[w + np.uint64(3)]
+                w += np.uint64(_GROUP)
+                a0, a1, a2, a3 = fma8(a0, w0, x), fma8(a1, w1, x), fma8(a2, w2, x), fma8(a3, w3, x)
+                b0, b1, b2, b3 = fma8(b0, w0, y), fma8(b1, w1, y), fma8(b2, w2, y), fma8(b3, w3, y)
+            out = _GROUP * g * stride
+            store8(spatial, out + q0, a0), store8(spatial, out + stride + q0, a1)
+            store8(spatial, out + 2 * stride + q0, a2), store8(spatial, out + 3 * stride + q0, a3)
+            store8(spatial, out + q1, b0), store8(spatial, out + stride + q1, b1)
+            store8(spatial, out + 2 * stride + q1, b2), store8(spatial, out + 3 * stride + q1, b3)
+    return max_bits(high)
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _fold_columns(spatial, stride, n, folded):  # pragma: no cover - numba
+    """folded[r, 0, l] = s[r, l] + s[r, N-1-l], folded[r, 1, l] = s[r, l] - s[r, N-1-l] for l < N/2
+    (for odd N: s[r, N//2] and 0 at l = N//2), rows of H' = folded row length / 2: the
+    butterflies of the row transform, which the column basis's symmetry turns into half rows."""
+    rows = spatial.shape[0] // stride
+    hp = folded.shape[0] // (2 * rows)
     nl = n // 2
-    s0, d0 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)  # butterflies of rows i and i + 1
-    s1, d1 = np.zeros(nl, np.float32), np.zeros(nl, np.float32)
-    ge = np.zeros((be.shape[0], n + 1), np.float32)  # column n: scratch for the last row of odd N
-    go = np.zeros((bo.shape[0], n + 1), np.float32)
-    fe = np.zeros((2 * be.shape[0], rows.shape[1]), np.float32)
-    fo = np.zeros((2 * bo.shape[0], rows.shape[1]), np.float32)
+    for r in range(rows):
+        for q in range(0, nl - _LANES + 1, _LANES):  # 8 columns and their lane-reversed mirror
+            a, b = load8(spatial, r * stride + q), reverse8(load8(spatial, r * stride + n - _LANES - q))
+            store8(folded, r * 2 * hp + q, add8(a, b)), store8(folded, r * 2 * hp + hp + q, sub8(a, b))
+        src, dst = np.uint64(r * stride), np.uint64(r * 2 * hp)
+        for ls in range(nl - nl % _LANES, nl):
+            lu = np.uint64(ls)
+            a, b = spatial[src + lu], spatial[src + np.uint64(n - 1 - ls)]
+            folded[dst + lu] = a + b
+            folded[dst + np.uint64(hp) + lu] = a - b
+        if n % 2:
+            folded[dst + np.uint64(nl)] = spatial[src + np.uint64(nl)]
+            folded[dst + np.uint64(hp + nl)] = 0.0
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _row_transform(folded, basis, blocks, starts, spectrum):  # pragma: no cover - numba
+    """spectrum[4g + r, q] = sum_l folded[4g + r, part, l] basis[l, q] for the blocks q that group
+    g needs (part 0 for the even column frequencies, q < C/2, 1 for the odd ones): a broadcast
+    folded value times a row of the transposed basis, 4 rows x 2 blocks = 8 accumulators."""
+    c = spectrum.shape[0] // (_GROUP * (starts.shape[0] - 1))
+    half = basis.shape[0] // c
+    hp = folded.shape[0] // (2 * _GROUP * (starts.shape[0] - 1))
+    for g in range(starts.shape[0] - 1):
+        for b in range(starts[g], starts[g + 1], 2):
+            q0, q1 = blocks[b], blocks[b + 1]
+            f = np.uint64(_GROUP * g * 2 * hp + (hp if 2 * q0 >= c else 0))
+            step = np.uint64(2 * hp)
+            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero8()
+            for ls in range(half):
+                lu = np.uint64(ls)
+                w0, w1, w2, w3 = folded[f + lu], folded[f + step + lu], folded[f + 2 * step + lu], \
+                    folded[f + 3 * step + lu]
+                x, y = load8(basis, ls * c + q0), load8(basis, ls * c + q1)
+                a0, a1, a2, a3 = fma8(a0, w0, x), fma8(a1, w1, x), fma8(a2, w2, x), fma8(a3, w3, x)
+                b0, b1, b2, b3 = fma8(b0, w0, y), fma8(b1, w1, y), fma8(b2, w2, y), fma8(b3, w3, y)
+            out = _GROUP * g * c
+            store8(spectrum, out + q0, a0), store8(spectrum, out + c + q0, a1)
+            store8(spectrum, out + 2 * c + q0, a2), store8(spectrum, out + 3 * c + q0, a3)
+            store8(spectrum, out + q1, b0), store8(spectrum, out + c + q1, b1)
+            store8(spectrum, out + 2 * c + q1, b2), store8(spectrum, out + 3 * c + q1, b3)
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _encode_range(start, stop, which, masks, bits, staged, weights, parity, basis, blocks, starts, position,
+                  out):  # pragma: no cover - numba
+    """Encode masks ``which[start:stop]`` serially into ``out[start:stop]``; returns the largest bit
+    pattern of their values. ``staged``: copy each mask into a float32 buffer first (float64, or
+    N not a multiple of 8)."""
+    n = masks.shape[1]
+    half = (n + 1) // 2
+    stride = _LANES * -(-n // _LANES)
+    rows = _GROUP * parity.shape[0]
+    c = basis.shape[0] // half
+    direct = _float32_view(masks)
+    buffer = np.zeros(n * stride if staged else 0, np.float32)
+    panel = np.zeros(2 * half * 2 * _LANES, np.float32)
+    spatial = np.zeros(rows * stride, np.float32)
+    folded = np.zeros(rows * 2 * (half + half % 2), np.float32)
+    spectrum = np.zeros(rows * c, np.float32)
     largest = bits[which[start], 0, 0]
     for t in range(start, stop):
         m = which[t]
-        for i in range(0, n, 2):
-            largest = _row_butterfly(masks, bits, m, i, s0, d0, largest)
-            if i + 1 < n:
-                largest = _row_butterfly(masks, bits, m, i + 1, s1, d1, largest)
-                _pair_products(i, be, s0, s1, ge)
-                _pair_products(i, bo, d0, d1, go)
-            else:  # the last row of odd N goes alone (its twin lands in the scratch column)
-                _pair_products(i, be, s0, s0, ge)
-                _pair_products(i, bo, d0, d0, go)
-        if n % 2:  # the middle column of odd N meets only the even column frequencies
-            for i in range(n):
-                largest = max(largest, bits[m, i, nl])
-                a = np.float32(masks[m, i, nl])
-                for j in range(be.shape[0]):
-                    ge[j, i] += a * mid[j]
-        _fold_columns(ge, n, fe)
-        _fold_columns(go, n, fo)
-        _column_products(t, rows, fe, zk, zh, zj, 0, split, out)
-        _column_products(t, rows, fo, zk, zh, zj, split, zk.shape[0], out)
+        if staged:
+            largest = _stage(masks, bits, m, stride, buffer, largest)
+            _column_transform(buffer, 0, 0, stride, n, weights, parity, panel, spatial)
+        else:
+            ahead = which[min(t + 1, stop - 1)] * n * n  # the next mask
+            high = _column_transform(direct, m * n * n, ahead, stride, n, weights, parity, panel, spatial)
+            if high > largest:
+                largest = high
+        _fold_columns(spatial, stride, n, folded)
+        _row_transform(folded, basis, blocks, starts, spectrum)
+        for k in range(position.shape[0]):
+            out[t, k] = spectrum[position[k]]
     return largest
 
 
 @njit(parallel=True, cache=True)
-def _encode_parallel(b, chunk, which, masks, bits, be, bo, mid, rows, zk, zh, zj, split, out):  # pragma: no cover - numba
+def _encode_parallel(b, chunk, which, masks, bits, staged, weights, parity, basis, blocks, starts, position,
+                     out):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     largest = np.zeros(n_chunks, bits.dtype)
     for c in prange(n_chunks):
-        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), which, masks, bits, be, bo, mid, rows, zk, zh,
-                                   zj, split, out)
+        largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), which, masks, bits, staged, weights, parity,
+                                   basis, blocks, starts, position, out)
     return largest.max()
 
 
 # ---------------------------------------------------------------------------------------- decode
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _spectrum_rows(vectors, m, order, zc, rows, split, xe, xo):  # pragma: no cover - numba
-    """xe[w, i] = sum of A[h, i] v[k] over the coefficients k at (h even, w); xo for odd h (i < (N+1)/2)."""
-    xe[:, :] = 0.0
-    xo[:, :] = 0.0
-    for t in range(split):
-        a, c, tu = vectors[m, order[t]], np.uint64(zc[t]), np.uint64(t)
-        for i in range(xe.shape[1]):
-            xe[c, np.uint64(i)] += rows[tu, np.uint64(i)] * a
-    for t in range(split, order.shape[0]):
-        a, c, tu = vectors[m, order[t]], np.uint64(zc[t]), np.uint64(t)
-        for i in range(xo.shape[1]):
-            xo[c, np.uint64(i)] += rows[tu, np.uint64(i)] * a
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True, inline="always")
-def _row_accumulate(ct, cb, basis, top, bot):  # pragma: no cover - numba
-    """top[l] = sum_j ct[j] basis[j, l], bot[l] likewise with cb; 6 basis rows per pass."""
-    for j0 in range(0, basis.shape[0], 6):
-        a0, a1, a2, a3, a4, a5 = ct[j0], ct[j0 + 1], ct[j0 + 2], ct[j0 + 3], ct[j0 + 4], ct[j0 + 5]
-        c0, c1, c2, c3, c4, c5 = cb[j0], cb[j0 + 1], cb[j0 + 2], cb[j0 + 3], cb[j0 + 4], cb[j0 + 5]
-        r0 = np.uint64(j0)
-        r1, r2, r3, r4, r5 = (r0 + np.uint64(1), r0 + np.uint64(2), r0 + np.uint64(3), r0 + np.uint64(4),
-                              r0 + np.uint64(5))
-        first = j0 == 0
-        for ls in range(top.shape[0]):
-            lu = np.uint64(ls)
-            b0, b1, b2 = basis[r0, lu], basis[r1, lu], basis[r2, lu]
-            b3, b4, b5 = basis[r3, lu], basis[r4, lu], basis[r5, lu]
-            t = a0 * b0 + a1 * b1 + a2 * b2 + a3 * b3 + a4 * b4 + a5 * b5
-            u = c0 * b0 + c1 * b1 + c2 * b2 + c3 * b3 + c4 * b4 + c5 * b5
-            if first:
-                top[lu] = t
-                bot[lu] = u
-            else:
-                top[lu] += t
-                bot[lu] += u
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _row_coefficients(spectrum, rows, pairs, coef):  # pragma: no cover - numba
+    """The column-frequency coefficients of every output row pair: coef[i, 0, c] = e + o (row i),
+    coef[i, 1, c] = e - o (row N-1-i), e (o) the sum of rows[h, i] spectrum[h, c] over the even
+    (odd) h; rows of C (even block j and odd block j together), (H', 2, C) flat. Rows i, i + 1 x
+    2 blocks x even/odd: 8 accumulators, ``pairs[j]`` row-frequency pairs."""
+    c = spectrum.shape[0] // rows.shape[0]
+    width = c // 2
+    stride = rows.shape[1]
+    flat = rows.ravel()
+    for i in range(0, stride, 2):
+        for j in range(pairs.shape[0]):
+            q0, q1 = j * _LANES, width + j * _LANES
+            e00 = e01 = e10 = e11 = o00 = o01 = o10 = o11 = zero8()
+            for p in range(pairs[j]):
+                he, ho = 2 * p * c, (2 * p + 1) * c
+                se0, se1 = load8(spectrum, he + q0), load8(spectrum, he + q1)
+                so0, so1 = load8(spectrum, ho + q0), load8(spectrum, ho + q1)
+                we = 2 * p * stride + i
+                wu = np.uint64(we)
+                a0, a1 = flat[wu], flat[wu + np.uint64(1)]
+                b0, b1 = flat[wu + np.uint64(stride)], flat[wu + np.uint64(stride + 1)]
+                e00, e01, e10, e11 = fma8(e00, a0, se0), fma8(e01, a0, se1), fma8(e10, a1, se0), fma8(e11, a1, se1)
+                o00, o01, o10, o11 = fma8(o00, b0, so0), fma8(o01, b0, so1), fma8(o10, b1, so0), fma8(o11, b1, so1)
+            r0, r1 = 2 * i * c, 2 * (i + 1) * c
+            store8(coef, r0 + q0, add8(e00, o00)), store8(coef, r0 + q1, add8(e01, o01))
+            store8(coef, r1 + q0, add8(e10, o10)), store8(coef, r1 + q1, add8(e11, o11))
+            store8(coef, r0 + c + q0, sub8(e00, o00)), store8(coef, r0 + c + q1, sub8(e01, o01))
+            store8(coef, r1 + c + q0, sub8(e10, o10)), store8(coef, r1 + c + q1, sub8(e11, o11))
 
 
 @njit(fastmath=_FAST, cache=True, nogil=True)
-def _decode_range(start, stop, vectors, n, order, zc, rows, be, bo, split, kc, out):  # pragma: no cover - numba
-    """Decode vectors ``start:stop`` serially into ``out``; rows i and N-1-i are formed together."""
+def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cover - numba
+    """Rows i and N-1-i of mask m in ``out`` (flat), from their coefficients (``_row_coefficients``):
+    left halves e + o, right halves the mirror of e - o, e (o) the sum of a coefficient times a row
+    of ``basis[0]`` (``basis[1]``) over the ``terms`` nonzero rows. Per row pair and 2 column
+    blocks: 8 accumulators; blocks reaching past the left half are written through ``scratch``."""
+    _, width, cols = basis.shape
+    c = 2 * width
+    odd = width * cols
+    half, nl = (n + 1) // 2, n // 2
+    for i in range(half):
+        top, bot = (m * n + i) * n, (m * n + n - 1 - i) * n
+        if i + 1 < half:  # the next row pair's lines, ahead of its writes
+            for q in range(0, n, 16):
+                prefetch(out, top + n + q), prefetch(out, bot - n + q)
+        ft = np.uint64(2 * i * c)
+        fb, fto, fbo = ft + np.uint64(c), ft + np.uint64(width), ft + np.uint64(c + width)
+        for l0 in range(0, cols, 2 * _LANES):
+            l1 = min(l0 + _LANES, cols - _LANES)
+            et0 = et1 = eb0 = eb1 = ot0 = ot1 = ob0 = ob1 = zero8()
+            for j in range(terms):
+                r = j * cols
+                e0, e1 = load8(basis, r + l0), load8(basis, r + l1)
+                o0, o1 = load8(basis, odd + r + l0), load8(basis, odd + r + l1)
+                ju = np.uint64(j)
+                a, b, x, y = coef[ft + ju], coef[fb + ju], coef[fto + ju], coef[fbo + ju]
+                et0, et1, eb0, eb1 = fma8(et0, a, e0), fma8(et1, a, e1), fma8(eb0, b, e0), fma8(eb1, b, e1)
+                ot0, ot1, ob0, ob1 = fma8(ot0, x, o0), fma8(ot1, x, o1), fma8(ob0, y, o0), fma8(ob1, y, o1)
+            if l1 + _LANES <= nl:  # both blocks inside the left half
+                store8(out, top + l0, add8(et0, ot0)), store8(out, top + n - _LANES - l0, reverse8(sub8(et0, ot0)))
+                store8(out, bot + l0, add8(eb0, ob0)), store8(out, bot + n - _LANES - l0, reverse8(sub8(eb0, ob0)))
+                store8(out, top + l1, add8(et1, ot1)), store8(out, top + n - _LANES - l1, reverse8(sub8(et1, ot1)))
+                store8(out, bot + l1, add8(eb1, ob1)), store8(out, bot + n - _LANES - l1, reverse8(sub8(eb1, ob1)))
+                continue
+            store8(scratch, 0, add8(et0, ot0)), store8(scratch, 8, sub8(et0, ot0))
+            store8(scratch, 16, add8(eb0, ob0)), store8(scratch, 24, sub8(eb0, ob0))
+            store8(scratch, 32, add8(et1, ot1)), store8(scratch, 40, sub8(et1, ot1))
+            store8(scratch, 48, add8(eb1, ob1)), store8(scratch, 56, sub8(eb1, ob1))
+            _write_through(scratch, l0, l1, top, bot, n, out)
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _write_through(scratch, l0, l1, top, bot, n, out):  # pragma: no cover - numba
+    """The left-half blocks l0, l1 of output rows ``top``, ``bot`` (flat offsets) and their mirrors
+    from ``scratch`` (e + o, e - o of top, then of bot, per block), only up to the middle: a call
+    of its own keeps the registers of ``_synthesise_rows``'s hot path free."""
     half = (n + 1) // 2
-    nl = n // 2
-    xe = np.zeros((2 * be.shape[0], half), np.float32)
-    xo = np.zeros((2 * be.shape[0], half), np.float32)
-    cet = np.zeros(be.shape[0], np.float32)
-    ceb = np.zeros(be.shape[0], np.float32)
-    cot = np.zeros(bo.shape[0], np.float32)
-    cob = np.zeros(bo.shape[0], np.float32)
-    et = np.empty(half, np.float32)
-    eb = np.empty(half, np.float32)
-    ot = np.empty(half, np.float32)
-    ob = np.empty(half, np.float32)
+    for block in range(2):
+        first = l0 if block == 0 else l1
+        s = 32 * block
+        for r in range(max(0, min(_LANES, half - first))):  # middle column of odd N: e + o = e - o = e
+            out[top + first + r] = scratch[s + r]
+            out[top + n - 1 - first - r] = scratch[s + 8 + r]
+            out[bot + first + r] = scratch[s + 16 + r]
+            out[bot + n - 1 - first - r] = scratch[s + 24 + r]
+
+
+@njit(fastmath=_FAST, cache=True, nogil=True)
+def _decode_range(start, stop, vectors, n, position, rows, pairs, basis, terms, out):  # pragma: no cover - numba
+    """Decode vectors ``start:stop`` serially into ``out`` (flat)."""
+    c = 2 * basis.shape[1]
+    spectrum = np.zeros(rows.shape[0] * c, np.float32)  # only the zigzag positions are ever written
+    coef = np.zeros(rows.shape[1] * 2 * c, np.float32)
+    scratch = np.zeros(8 * _LANES, np.float32)
     for m in range(start, stop):
-        _spectrum_rows(vectors, m, order, zc, rows, split, xe, xo)
-        for i in range(half):
-            iu = np.uint64(i)
-            for j in range((kc + 1) // 2):  # row i: x = xe + xo; row N-1-i: x = xe - xo
-                ju = np.uint64(2 * j)
-                cet[j] = xe[ju, iu] + xo[ju, iu]
-                ceb[j] = xe[ju, iu] - xo[ju, iu]
-            for j in range(kc // 2):
-                ju = np.uint64(2 * j + 1)
-                cot[j] = xe[ju, iu] + xo[ju, iu]
-                cob[j] = xe[ju, iu] - xo[ju, iu]
-            _row_accumulate(cet, ceb, be, et, eb)
-            _row_accumulate(cot, cob, bo, ot, ob)
-            top = out[m, i]  # row views: measured faster than 3-D indexing in these loops
-            bot = out[m, n - 1 - i]
-            for ls in range(nl):  # left halves: e + o
-                lu = np.uint64(ls)
-                top[lu] = et[lu] + ot[lu]
-                bot[lu] = eb[lu] + ob[lu]
-            for js in range(nl):  # right halves: the mirror of e - o
-                lu = np.uint64(nl - 1 - js)
-                cu = np.uint64(n - nl + js)
-                top[cu] = et[lu] - ot[lu]
-                bot[cu] = eb[lu] - ob[lu]
-            if n % 2:  # the middle column (odd frequencies vanish there)
-                lu = np.uint64(nl)
-                top[lu] = et[lu]
-                bot[lu] = eb[lu]
+        for k in range(position.shape[0]):
+            spectrum[position[k]] = vectors[m, k]
+        _row_coefficients(spectrum, rows, pairs, coef)
+        _synthesise_rows(coef, basis, terms, n, m, out, scratch)
 
 
 @njit(parallel=True, cache=True)
-def _decode_parallel(b, chunk, vectors, n, order, zc, rows, be, bo, split, kc, out):  # pragma: no cover - numba
+def _decode_parallel(b, chunk, vectors, n, position, rows, pairs, basis, terms, out):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     for c in prange(n_chunks):
-        _decode_range(c * chunk, min(b, (c + 1) * chunk), vectors, n, order, zc, rows, be, bo, split, kc, out)
+        _decode_range(c * chunk, min(b, (c + 1) * chunk), vectors, n, position, rows, pairs, basis, terms, out)

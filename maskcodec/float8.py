@@ -13,10 +13,13 @@ accumulators in one register and write
 which compiles to one broadcast, one vector load and one vector FMA per step (AVX2 ``vfmadd``
 on x86; LLVM lowers the same IR on other CPUs). Indexes are flat element offsets into a
 C-contiguous float32 array of any number of dimensions, unchecked: the caller keeps
-``0 <= i`` and ``i + 8 <= arr.size``. Used by the run-length DCT kernel (``maskcodec.dct_runs``).
+``0 <= i`` and ``i + 8 <= arr.size``. Used by the DCT kernels (``maskcodec.dct_runs``, ``maskcodec.dct_dense``).
+
+``reverse8`` flips the lane order (for mirrored rows), ``max_bits8`` / ``max_bits`` keep the
+largest bit pattern seen, read as unsigned integers (a value check of floats in [0, 1]).
 
 numba's on-disk cache of a kernel is keyed on the kernel's own source file: after editing this
-module, delete ``maskcodec/__pycache__/dct_runs.*.nb[ic]`` so the kernel is compiled again.
+module, delete ``maskcodec/__pycache__/dct_*.nb[ic]`` so the kernels are compiled again.
 """
 
 from __future__ import annotations
@@ -127,3 +130,65 @@ def fma8(typingctx, acc, scale, value):  # pragma: no cover - compiled by numba
         return builder.call(fma, [broadcast, args[2], args[0]])
 
     return float8(acc, scale, value), codegen
+
+
+@intrinsic
+def reverse8(typingctx, value):  # pragma: no cover - compiled by numba
+    """The 8 lanes of ``value`` in reverse order."""
+    if value != float8:
+        raise errors.TypingError(f"reverse8 takes a Float8, got {value}")
+
+    def codegen(context, builder, signature, args):
+        order = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), list(range(_LANES - 1, -1, -1)))
+        return builder.shuffle_vector(args[0], args[0], order)
+
+    return float8(value), codegen
+
+
+_BITS = ir.VectorType(ir.IntType(32), _LANES)
+
+
+@intrinsic
+def max_bits8(typingctx, a, b):  # pragma: no cover - compiled by numba
+    """Lane-wise the value whose bit pattern, read as an unsigned 32-bit integer, is larger."""
+    if a != float8 or b != float8:
+        raise errors.TypingError(f"max_bits8 takes two Float8, got {a}, {b}")
+
+    def codegen(context, builder, signature, args):
+        x, y = builder.bitcast(args[0], _BITS), builder.bitcast(args[1], _BITS)
+        return builder.bitcast(builder.select(builder.icmp_unsigned(">", x, y), x, y), _VECTOR)
+
+    return float8(a, b), codegen
+
+
+@intrinsic
+def max_bits(typingctx, value):  # pragma: no cover - compiled by numba
+    """The largest bit pattern of the 8 lanes, as a uint32."""
+    if value != float8:
+        raise errors.TypingError(f"max_bits takes a Float8, got {value}")
+
+    def codegen(context, builder, signature, args):
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.IntType(32), [_BITS]),
+                                                "llvm.vector.reduce.umax.v8i32")
+        return builder.call(reduce, [builder.bitcast(args[0], _BITS)])
+
+    return types.uint32(value), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, index):  # pragma: no cover - compiled by numba
+    """Hint that ``arr.flat[index]`` will be read soon (a cache-line prefetch; no effect on values,
+    any index inside the array)."""
+    _check_array(arr, index, "prefetch")
+
+    def codegen(context, builder, signature, args):
+        pointer = builder.bitcast(_pointer(context, builder, signature.args[0], args[0], signature.args[1], args[1]),
+                                  ir.IntType(8).as_pointer())
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer()] + [ir.IntType(32)] * 3),
+            "llvm.prefetch.p0i8")
+        i32 = ir.IntType(32)
+        builder.call(hint, [pointer, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, index), codegen

@@ -134,6 +134,34 @@ def test_dense_kernels_equal_the_gemm_path(n, k):
     np.testing.assert_allclose(codec.decode(np.asfortranarray(v)), out, atol=0)
 
 
+# Sizes at the edges of the 8-lane layout: N = 8 (one column block), N = 40 (an odd count of
+# blocks, a left half that ends inside a block), N < 8 and odd N (staged through a padded copy),
+# n_k whose column count pads to 8, 16 or 24 lanes (N = 64: Kc = 15, 16, 17, 32, 33) or the whole
+# spectrum.
+LANE_EDGE_SIZES = [(8, 1), (8, 64), (40, 300), (64, 120), (64, 136), (64, 153), (64, 528), (64, 561),
+                   (64, 4096), (6, 36), (9, 81), (23, 100)]
+
+
+@pytest.mark.parametrize("n,k", LANE_EDGE_SIZES)
+def test_dense_kernels_at_lane_edges_equal_scipy(n, k):
+    from maskcodec.dct_dense import decode_dense, encode_dense
+
+    rng = np.random.default_rng(n * 7 + k)
+    soft = rng.random((6, n, n)).astype(np.float32)
+    which = np.array([5, 0, 3, 3])  # unordered, repeated: each mask prefetches the next one
+    tol = 3e-6 * n
+    for masks in (soft, soft.astype(np.float64)):  # float32 straight from the array, float64 staged
+        v, valid = encode_dense(masks, k, which)
+        assert valid
+        np.testing.assert_allclose(v, zigzag_dctn(soft[which], k), atol=tol)
+    spectrum = np.zeros((2, n, n))
+    zz = zigzag_indices(n, k)
+    vectors = rng.standard_normal((2, k)).astype(np.float32)
+    spectrum[:, zz[:, 0], zz[:, 1]] = vectors
+    np.testing.assert_allclose(decode_dense(vectors, n), scipy.fft.idctn(spectrum, axes=(1, 2), norm="ortho"),
+                               atol=1e-5 * max(1.0, k ** 0.5 / 4))
+
+
 def test_dense_kernels_parallel_and_serial_batches_agree():
     from maskcodec import dct_dense
 

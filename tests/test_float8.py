@@ -5,7 +5,7 @@ import pytest
 
 numba = pytest.importorskip("numba")
 
-from maskcodec.float8 import add8, fma8, load8, store8, sub8, zero8  # noqa: E402
+from maskcodec.float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8  # noqa: E402
 
 
 @numba.njit
@@ -36,3 +36,38 @@ def test_vector_ops_reject_other_arrays():
 
     with pytest.raises(numba.core.errors.TypingError, match="C-contiguous float32"):
         load_float64(np.zeros(8))
+
+
+@numba.njit
+def _reverse_and_max_bits(x, out):
+    """out[0:8] = x[7::-1]; returns the largest bit pattern of x (16 values) as a uint32."""
+    store8(out, 0, reverse8(load8(x, 0)))
+    return max_bits(max_bits8(load8(x, 0), load8(x, 8)))
+
+
+def test_reverse_and_max_bits():
+    x = np.array([0.5, 0.0, 1.0, 0.25, 0.75, 0.125, 0.0, 1.0, 0.5, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
+    out = np.zeros(8, np.float32)
+    assert _reverse_and_max_bits(x, out) == np.float32(1.0).view(np.uint32)
+    np.testing.assert_array_equal(out, x[7::-1])
+    for bad in (np.nan, np.inf, -np.inf, -1e-30, -0.0, 1.0000001):  # every pattern above that of 1.0
+        y = x.copy()
+        y[13] = bad
+        assert _reverse_and_max_bits(y, out) == np.array(bad, np.float32).view(np.uint32)
+
+
+@numba.njit
+def _sum_with_prefetch(x):
+    """sum(x), prefetching 64 values ahead (a hint only: the result must not change)."""
+    acc = zero8()
+    for i in range(0, x.size, 8):
+        prefetch(x, min(i + 64, x.size - 1))
+        acc = add8(acc, load8(x, i))
+    out = np.zeros(8, np.float32)
+    store8(out, 0, acc)
+    return out.sum()
+
+
+def test_prefetch_changes_nothing():
+    x = np.arange(256, dtype=np.float32)
+    assert _sum_with_prefetch(x) == x.sum()
