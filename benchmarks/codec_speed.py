@@ -25,7 +25,7 @@ Rows:
   them; for scale, one plain read pass over those masks, ``masks.sum()``, is timed too), on soft
   float32 masks (the same real masks before the 0.5 threshold: the run-length kernel stops at
   the first soft row of each, then the dense kernel of maskcodec.dct_dense, which validates the
-  values as it transforms them), and ``DCTCodec.decode`` (maskcodec.dct_dense).
+  values as it transforms them), and ``DCTCodec.decode`` (maskcodec.dct_decode).
 """
 
 from __future__ import annotations

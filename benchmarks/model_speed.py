@@ -56,7 +56,7 @@ NOTES = [
     "  ``benchmarks/msda_speed.py`` compares the cores.",
     "* Outputs -> RLE goal (issue 14): <= 10 ms per image for 100 detections and >= 10x the plain per-mask loop,",
     "  one thread, in one run. The new path is the batched DCT decode of 100 x 128 x 128 soft masks (on CPU",
-    "  `PostProcess` decodes the numpy view: `maskcodec.dct_dense`'s numba kernel) plus `box_rle._paste_runs`, which evaluates only the pixels inside the boxes",
+    "  `PostProcess` decodes the numpy view: `maskcodec.dct_decode`'s numba kernel) plus `box_rle._paste_runs`, which evaluates only the pixels inside the boxes",
     "  with `paste`'s float64 expressions (bit-identical, so the json is byte-identical: 0 differing pixels) and",
     "  writes their column-major runs; the current path also writes and RLE-encodes 100 full 480 x 640 masks.",
     "* Not taken: folding decode and resize into `B_h C B_w^T` per box (measured above). At 480 x 640 these",

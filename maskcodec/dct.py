@@ -18,7 +18,7 @@ Only the rows and columns of f that the zigzag prefix touches are ever computed 
   value; those masks take ``maskcodec.dct_dense``, a numba kernel that validates the values
   and transforms each mask in cache, with half the multiply-adds of the GEMMs (the basis's
   even/odd symmetry);
-* decode, numpy: ``maskcodec.dct_dense`` reads the vectors and writes the (B, N, N) output once
+* decode, numpy: ``maskcodec.dct_decode`` reads the vectors and writes the (B, N, N) output once
   (no scatter into a spectrum, no temporaries);
 * torch and cupy (CPU or GPU): encode is one GEMM (B*N, N) @ (N, Kc) over all rows, then a
   batched (Kr, N) @ (B, N, Kc) product and the zigzag gather; decode scatters into the Kr x Kc
@@ -149,7 +149,7 @@ class DCTCodec(MaskCodec):
 
     def _decode(self, vectors: Array) -> Array:
         if backend.backend_of(vectors) == "numpy":
-            from .dct_dense import decode_dense
+            from .dct_decode import decode_dense
 
             return decode_dense(vectors, self.mask_size)
         _, cols, rows_t, zr, zc = self._constants(vectors)

@@ -12,6 +12,17 @@ import functools
 
 import numpy as np
 
+#: numba fastmath flags of the DCT kernels: everything but "nnan"/"ninf", so that a NaN or an
+#: infinity among the values they read still compares as it should (they validate their input).
+KERNEL_FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}  # numba takes a set (not a frozenset)
+
+
+def read_only(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``arrays``, each made read-only (the cached constant tables of the kernels)."""
+    for a in arrays:
+        a.setflags(write=False)
+    return arrays
+
 
 @functools.lru_cache(maxsize=32)
 def dct_matrix(n: int) -> np.ndarray:

@@ -1,12 +1,10 @@
-"""Dense DCT encode and decode of numpy arrays: numba kernels on 8-lane float32 registers that use
-the basis's even/odd symmetry.
+"""Dense DCT encode of numpy masks: a numba kernel on 8-lane float32 registers that uses the basis's
+even/odd symmetry (decode: ``maskcodec.dct_decode``).
 
 The DCT-II basis satisfies A[h, N-1-l] = (-1)^h A[h, l]. So with the butterflies
 S[i] = X[i] + X[N-1-i] and D[i] = X[i] - X[N-1-i] of the mask rows (i < N/2), the column
 transform is A[h, :N/2] S (h even) and A[h, :N/2] D (h odd): half the multiply-adds of the plain
-product; the row transform folds its columns the same way. Decoding uses the identity the other
-way: output rows i and N-1-i are e + o and e - o, e (o) the sum over the even (odd) row
-frequencies, and each row is e' + o' on its left half and the mirror of e' - o' on its right half.
+product; the row transform folds its columns the same way.
 
 Every product is an outer product on ``maskcodec.float8`` registers: a broadcast scalar times 8
 contiguous values, 8 accumulators per tile, no horizontal sums. Encode works on 16-column panels
@@ -14,15 +12,12 @@ of the mask (its butterflies, validated by one unsigned max of the bit patterns 
 row frequencies x 2 blocks per sweep), prefetching the next mask meanwhile; then the folded
 columns times the transposed column basis, only at the column blocks the zigzag prefix needs.
 Float64 masks and N that is not a multiple of 8 are staged through a padded float32 copy (values
-checked before rounding). Decode forms the column-frequency coefficients of every output row,
-then 2 rows x 2 column blocks per sweep, writing the (B, N, N) output once (the right halves
-lane-reversed). Loops that matter stay in one function body: numba's reference counting of the
-arrays passed to inlined helpers costs calls inside the loops.
+checked before rounding). Loops that matter stay in one function body: numba's reference counting
+of the arrays passed to inlined helpers costs calls inside the loops.
 
-Results equal ``DCTCodec``'s GEMM path (``DCTCodec._encode_dense`` / torch decode) up to float32
-rounding. numba compiles on first use (``cache=True`` keeps it on disk; after editing
-``maskcodec.float8`` delete ``maskcodec/__pycache__/dct_*.nb[ic]``); ``maskcodec.dct`` imports
-this module lazily.
+Results equal ``DCTCodec``'s GEMM path (``DCTCodec._encode_dense``) up to float32 rounding. numba
+compiles on first use (``cache=True`` keeps it on disk; after editing ``maskcodec.float8`` delete
+``maskcodec/__pycache__/dct_*.nb[ic]``); ``maskcodec.dct`` imports this module lazily.
 """
 
 from __future__ import annotations
@@ -33,23 +28,12 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .dct_basis import dct_matrix, zigzag_indices
+from .dct_basis import KERNEL_FASTMATH, dct_matrix, read_only, zigzag_indices
 from .float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8
-from .parallel import parallel_allowed
+from .parallel import MASKS_PER_ITEM, parallel_over_masks
 
-#: fastmath without "nnan"/"ninf": the kernels assume nothing about the values they read (encode
-#: validates them through their bit patterns and reports NaN and infinity).
-_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _LANES = 8  # float32 lanes of a Float8 register
 _GROUP = 4  # row frequencies per sweep of the encode column pass
-_CHUNK = 16  # masks per parallel work item
-_PARALLEL_MIN = 256  # smaller batches run on the calling thread
-
-
-def _frozen(*arrays: np.ndarray) -> tuple[np.ndarray, ...]:
-    for a in arrays:
-        a.setflags(write=False)
-    return arrays
 
 
 @functools.lru_cache(maxsize=16)
@@ -94,41 +78,8 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
                 needed = sorted({c // _LANES * _LANES for c in col[member][side]})
                 blocks.extend(needed + needed[-1:] * (len(needed) % 2))
             starts.append(len(blocks))
-    return _frozen(np.stack(weights).ravel(), np.array(parity, np.int64), basis.ravel(),
+    return read_only(np.stack(weights).ravel(), np.array(parity, np.int64), basis.ravel(),
                    np.array(blocks, np.int64), np.array(starts, np.int64), position)
-
-
-@functools.lru_cache(maxsize=16)
-def decode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
-    """Constants of ``decode_dense`` for ``n x n`` masks and ``k`` coefficients (H = (N+1)//2).
-
-    ``position``: flat index of each zigzag coefficient in the (Kr', C) spectrum (Kr' = Kr rounded
-    up to even; a row of C: the even column frequencies, then the odd ones from C/2, each
-    zero-padded to a multiple of 8); ``rows``: the row basis on the top half, (Kr', H') float32
-    (H' = H rounded up to even; odd frequencies zero at the middle row of odd N); ``pairs``: for
-    each column block j (even block j with odd block j), how many row-frequency pairs reach it;
-    ``basis``: the even, then the odd column frequencies on the left half, (2, C/2, L) float32,
-    L = H rounded up to a multiple of 8 (zero-padded; odd ones zero at the middle column);
-    ``terms``: the rows of ``basis[0]`` that are not zero padding, (Kc + 1) // 2.
-    """
-    zz = zigzag_indices(n, k)
-    zr, zc = zz[:, 0], zz[:, 1]
-    kr, kc = int(zr.max()) + 1, int(zc.max()) + 1
-    half = (n + 1) // 2
-    basis = dct_matrix(n)[:, :half].astype(np.float32)
-    if n % 2:
-        basis[1::2, half - 1] = 0.0  # exactly: cos(pi * h / 2) for odd h
-    width = _LANES * -(-((kc + 1) // 2) // _LANES)
-    col = np.where(zc % 2 == 0, zc // 2, width + zc // 2)
-    rows = np.zeros((kr + kr % 2, half + half % 2), np.float32)
-    rows[:kr, :half] = basis[:kr]
-    reach = np.zeros(width // _LANES, np.int64)  # highest row frequency + 1 in each block pair
-    np.maximum.at(reach, col % width // _LANES, zr + 1)
-    columns = _LANES * -(-half // _LANES)
-    table = np.zeros((2, width, columns), np.float32)
-    table[0, : (kc + 1) // 2, :half] = basis[0:kc:2]
-    table[1, : kc // 2, :half] = basis[1:kc:2]
-    return _frozen(zr * 2 * width + col, rows, (reach + 1) // 2, table) + ((kc + 1) // 2,)
 
 
 def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None = None) -> tuple[np.ndarray, bool]:
@@ -153,10 +104,10 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
     bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
     staged = masks.dtype != np.float32 or n % _LANES != 0
     args = (which, masks, bits, staged, *encode_tables(n, n_components), out)
-    if b < _PARALLEL_MIN or not parallel_allowed():
-        largest = _encode_range(0, b, *args)
+    if parallel_over_masks(b):
+        largest = _encode_parallel(b, MASKS_PER_ITEM, *args)
     else:
-        largest = _encode_parallel(b, _CHUNK, *args)
+        largest = _encode_range(0, b, *args)
     # Every value in [0, 1] has a bit pattern at most that of 1.0 (no sign bit; NaN and infinity
     # lie above). A larger one is a bad value or a negative zero: only then a full check.
     if largest <= np.array(1.0, masks.dtype).view(bits.dtype):
@@ -165,23 +116,7 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
     return out, bool(((subset >= 0.0) & (subset <= 1.0)).all())
 
 
-def decode_dense(vectors: np.ndarray, mask_size: int) -> np.ndarray:
-    """Soft masks ``(B, N, N)`` float32 from zigzag vectors ``(B, n_k)`` float32 (zero-filled spectrum)."""
-    if vectors.ndim != 2 or vectors.dtype != np.float32:
-        raise ValueError(f"decode_dense takes (B, n_k) float32 vectors, got {vectors.shape} {vectors.dtype}")
-    b, n = vectors.shape[0], mask_size
-    out = np.empty((b, n, n), np.float32)
-    if b == 0:
-        return out
-    args = (np.ascontiguousarray(vectors), n, *decode_tables(n, vectors.shape[1]), out.reshape(-1))
-    if b < _PARALLEL_MIN or not parallel_allowed():
-        _decode_range(0, b, *args)
-    else:
-        _decode_parallel(b, _CHUNK, *args)
-    return out
-
-
-# ---------------------------------------------------------------------------------------- encode
+# ------------------------------------------------------------------------------------------ kernels
 # One function per stage and mask: array arguments of helpers inlined into loops cost reference
 # counting calls per use (measured: half the decode time), so each vector loop stays in one body.
 # The dtype-specific helpers are numba overloads.
@@ -196,7 +131,7 @@ def _float32_view_typed(masks):
     return lambda masks: np.zeros(0, np.float32)
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _stage(masks, bits, m, stride, buffer, largest):  # pragma: no cover - numba
     """Copy mask m into ``buffer`` (N rows of ``stride`` float32, zero-padded) and return the largest
     of ``largest`` and its bit patterns: for float64 masks (checked before rounding) and N that is
@@ -212,7 +147,7 @@ def _stage(masks, bits, m, stride, buffer, largest):  # pragma: no cover - numba
     return largest
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _column_transform(src, base, ahead, stride, n, weights, parity, panel, spatial):  # pragma: no cover - numba
     """spatial[4g + r, l] = sum_i weights[g, i, r] (x[i, l] + x[N-1-i, l]) (even frequencies; odd
     ones with x[i, l] - x[N-1-i, l]) for every column l, x the mask at ``src[base:]`` (rows of
@@ -258,7 +193,7 @@ def _column_transform(src, base, ahead, stride, n, weights, parity, panel, spati
     return max_bits(high)
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _fold_columns(spatial, stride, n, folded):  # pragma: no cover - numba
     """folded[r, 0, l] = s[r, l] + s[r, N-1-l], folded[r, 1, l] = s[r, l] - s[r, N-1-l] for l < N/2
     (for odd N: s[r, N//2] and 0 at l = N//2), rows of H' = folded row length / 2: the
@@ -281,7 +216,7 @@ def _fold_columns(spatial, stride, n, folded):  # pragma: no cover - numba
             folded[dst + np.uint64(hp + nl)] = 0.0
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _row_transform(folded, basis, blocks, starts, spectrum):  # pragma: no cover - numba
     """spectrum[4g + r, q] = sum_l folded[4g + r, part, l] basis[l, q] for the blocks q that group
     g needs (part 0 for the even column frequencies, q < C/2, 1 for the odd ones): a broadcast
@@ -309,7 +244,7 @@ def _row_transform(folded, basis, blocks, starts, spectrum):  # pragma: no cover
             store8(spectrum, out + 2 * c + q1, b2), store8(spectrum, out + 3 * c + q1, b3)
 
 
-@njit(fastmath=_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _encode_range(start, stop, which, masks, bits, staged, weights, parity, basis, blocks, starts, position,
                   out):  # pragma: no cover - numba
     """Encode masks ``which[start:stop]`` serially into ``out[start:stop]``; returns the largest bit
@@ -353,113 +288,3 @@ def _encode_parallel(b, chunk, which, masks, bits, staged, weights, parity, basi
         largest[c] = _encode_range(c * chunk, min(b, (c + 1) * chunk), which, masks, bits, staged, weights, parity,
                                    basis, blocks, starts, position, out)
     return largest.max()
-
-
-# ---------------------------------------------------------------------------------------- decode
-@njit(fastmath=_FAST, cache=True, nogil=True)
-def _row_coefficients(spectrum, rows, pairs, coef):  # pragma: no cover - numba
-    """The column-frequency coefficients of every output row pair: coef[i, 0, c] = e + o (row i),
-    coef[i, 1, c] = e - o (row N-1-i), e (o) the sum of rows[h, i] spectrum[h, c] over the even
-    (odd) h; rows of C (even block j and odd block j together), (H', 2, C) flat. Rows i, i + 1 x
-    2 blocks x even/odd: 8 accumulators, ``pairs[j]`` row-frequency pairs."""
-    c = spectrum.shape[0] // rows.shape[0]
-    width = c // 2
-    stride = rows.shape[1]
-    flat = rows.ravel()
-    for i in range(0, stride, 2):
-        for j in range(pairs.shape[0]):
-            q0, q1 = j * _LANES, width + j * _LANES
-            e00 = e01 = e10 = e11 = o00 = o01 = o10 = o11 = zero8()
-            for p in range(pairs[j]):
-                he, ho = 2 * p * c, (2 * p + 1) * c
-                se0, se1 = load8(spectrum, he + q0), load8(spectrum, he + q1)
-                so0, so1 = load8(spectrum, ho + q0), load8(spectrum, ho + q1)
-                we = 2 * p * stride + i
-                wu = np.uint64(we)
-                a0, a1 = flat[wu], flat[wu + np.uint64(1)]
-                b0, b1 = flat[wu + np.uint64(stride)], flat[wu + np.uint64(stride + 1)]
-                e00, e01, e10, e11 = fma8(e00, a0, se0), fma8(e01, a0, se1), fma8(e10, a1, se0), fma8(e11, a1, se1)
-                o00, o01, o10, o11 = fma8(o00, b0, so0), fma8(o01, b0, so1), fma8(o10, b1, so0), fma8(o11, b1, so1)
-            r0, r1 = 2 * i * c, 2 * (i + 1) * c
-            store8(coef, r0 + q0, add8(e00, o00)), store8(coef, r0 + q1, add8(e01, o01))
-            store8(coef, r1 + q0, add8(e10, o10)), store8(coef, r1 + q1, add8(e11, o11))
-            store8(coef, r0 + c + q0, sub8(e00, o00)), store8(coef, r0 + c + q1, sub8(e01, o01))
-            store8(coef, r1 + c + q0, sub8(e10, o10)), store8(coef, r1 + c + q1, sub8(e11, o11))
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True)
-def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cover - numba
-    """Rows i and N-1-i of mask m in ``out`` (flat), from their coefficients (``_row_coefficients``):
-    left halves e + o, right halves the mirror of e - o, e (o) the sum of a coefficient times a row
-    of ``basis[0]`` (``basis[1]``) over the ``terms`` nonzero rows. Per row pair and 2 column
-    blocks: 8 accumulators; blocks reaching past the left half are written through ``scratch``."""
-    _, width, cols = basis.shape
-    c = 2 * width
-    odd = width * cols
-    half, nl = (n + 1) // 2, n // 2
-    for i in range(half):
-        top, bot = (m * n + i) * n, (m * n + n - 1 - i) * n
-        if i + 1 < half:  # the next row pair's lines, ahead of its writes
-            for q in range(0, n, 16):
-                prefetch(out, top + n + q), prefetch(out, bot - n + q)
-        ft = np.uint64(2 * i * c)
-        fb, fto, fbo = ft + np.uint64(c), ft + np.uint64(width), ft + np.uint64(c + width)
-        for l0 in range(0, cols, 2 * _LANES):
-            l1 = min(l0 + _LANES, cols - _LANES)
-            et0 = et1 = eb0 = eb1 = ot0 = ot1 = ob0 = ob1 = zero8()
-            for j in range(terms):
-                r = j * cols
-                e0, e1 = load8(basis, r + l0), load8(basis, r + l1)
-                o0, o1 = load8(basis, odd + r + l0), load8(basis, odd + r + l1)
-                ju = np.uint64(j)
-                a, b, x, y = coef[ft + ju], coef[fb + ju], coef[fto + ju], coef[fbo + ju]
-                et0, et1, eb0, eb1 = fma8(et0, a, e0), fma8(et1, a, e1), fma8(eb0, b, e0), fma8(eb1, b, e1)
-                ot0, ot1, ob0, ob1 = fma8(ot0, x, o0), fma8(ot1, x, o1), fma8(ob0, y, o0), fma8(ob1, y, o1)
-            if l1 + _LANES <= nl:  # both blocks inside the left half
-                store8(out, top + l0, add8(et0, ot0)), store8(out, top + n - _LANES - l0, reverse8(sub8(et0, ot0)))
-                store8(out, bot + l0, add8(eb0, ob0)), store8(out, bot + n - _LANES - l0, reverse8(sub8(eb0, ob0)))
-                store8(out, top + l1, add8(et1, ot1)), store8(out, top + n - _LANES - l1, reverse8(sub8(et1, ot1)))
-                store8(out, bot + l1, add8(eb1, ob1)), store8(out, bot + n - _LANES - l1, reverse8(sub8(eb1, ob1)))
-                continue
-            store8(scratch, 0, add8(et0, ot0)), store8(scratch, 8, sub8(et0, ot0))
-            store8(scratch, 16, add8(eb0, ob0)), store8(scratch, 24, sub8(eb0, ob0))
-            store8(scratch, 32, add8(et1, ot1)), store8(scratch, 40, sub8(et1, ot1))
-            store8(scratch, 48, add8(eb1, ob1)), store8(scratch, 56, sub8(eb1, ob1))
-            _write_through(scratch, l0, l1, top, bot, n, out)
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True)
-def _write_through(scratch, l0, l1, top, bot, n, out):  # pragma: no cover - numba
-    """The left-half blocks l0, l1 of output rows ``top``, ``bot`` (flat offsets) and their mirrors
-    from ``scratch`` (e + o, e - o of top, then of bot, per block), only up to the middle: a call
-    of its own keeps the registers of ``_synthesise_rows``'s hot path free."""
-    half = (n + 1) // 2
-    for block in range(2):
-        first = l0 if block == 0 else l1
-        s = 32 * block
-        for r in range(max(0, min(_LANES, half - first))):  # middle column of odd N: e + o = e - o = e
-            out[top + first + r] = scratch[s + r]
-            out[top + n - 1 - first - r] = scratch[s + 8 + r]
-            out[bot + first + r] = scratch[s + 16 + r]
-            out[bot + n - 1 - first - r] = scratch[s + 24 + r]
-
-
-@njit(fastmath=_FAST, cache=True, nogil=True)
-def _decode_range(start, stop, vectors, n, position, rows, pairs, basis, terms, out):  # pragma: no cover - numba
-    """Decode vectors ``start:stop`` serially into ``out`` (flat)."""
-    c = 2 * basis.shape[1]
-    spectrum = np.zeros(rows.shape[0] * c, np.float32)  # only the zigzag positions are ever written
-    coef = np.zeros(rows.shape[1] * 2 * c, np.float32)
-    scratch = np.zeros(8 * _LANES, np.float32)
-    for m in range(start, stop):
-        for k in range(position.shape[0]):
-            spectrum[position[k]] = vectors[m, k]
-        _row_coefficients(spectrum, rows, pairs, coef)
-        _synthesise_rows(coef, basis, terms, n, m, out, scratch)
-
-
-@njit(parallel=True, cache=True)
-def _decode_parallel(b, chunk, vectors, n, position, rows, pairs, basis, terms, out):  # pragma: no cover - numba
-    n_chunks = (b + chunk - 1) // chunk
-    for c in prange(n_chunks):
-        _decode_range(c * chunk, min(b, (c + 1) * chunk), vectors, n, position, rows, pairs, basis, terms, out)

@@ -32,17 +32,13 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .bit_words import nonzero_bits64
-from .dct_basis import dct_matrix, zigzag_indices
+from .dct_basis import KERNEL_FASTMATH, dct_matrix, read_only, zigzag_indices
 from .float8 import add8, fma8, load8, store8, sub8, zero8
-from .parallel import parallel_allowed
+from .parallel import MASKS_PER_ITEM, parallel_over_masks
 
 _BLOCK = 8  # coefficients per register (float8); the column basis is zero-padded to a multiple
 _ROWS = 4  # spectrum rows per pass of the column pass; the row basis is zero-padded to a multiple
 _SUM_ROWS = 16  # changed rows per partial sum of the column pass's group 0 (see _column_pass)
-_CHUNK = 16  # masks per parallel work item (scratch buffers are per item)
-_PARALLEL_MIN = 256  # smaller batches run serially
-#: fastmath without "nnan"/"ninf" where values are read: a NaN must still compare as "not 0 or 1"
-_NO_NAN_FAST = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
 _U1 = np.uint64(1)
 _U63 = np.uint64(63)
@@ -71,10 +67,7 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     wmax = np.zeros(krp, dtype=np.int64)  # the last column needed in each row of the spectrum
     np.maximum.at(wmax, rows, cols)
     blocks = wmax.reshape(-1, _ROWS).max(axis=1) // _BLOCK + 1
-    out = (prefix.astype(np.float32), suffix.astype(np.float32), rows, cols, blocks)
-    for a in out:
-        a.setflags(write=False)
-    return out
+    return read_only(prefix.astype(np.float32), suffix.astype(np.float32), rows, cols, blocks)
 
 
 def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,8 +76,8 @@ def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nd
     ``masks``: ``(B, N, N)`` bool, uint8, float32 or float64. Returns ``(vectors (B, n_components)
     float32, binary (B,) bool)``: ``binary[m]`` is False when mask m holds a value other than 0
     and 1 (NaN included; its row of ``vectors`` is then left unset: the scan of that mask stops at
-    the first such row). Batches of at least 256 masks are split over numba's threads
-    (``numba.set_num_threads``); smaller ones run on the calling thread.
+    the first such row). Batches of at least ``maskcodec.parallel.PARALLEL_MIN_MASKS`` (256) masks
+    are split over numba's threads (``numba.set_num_threads``); smaller ones run on the calling thread.
     """
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2]:
         raise ValueError(f"masks must have shape (B, N, N), got {masks.shape}")
@@ -100,12 +93,10 @@ def encode_runs(masks: np.ndarray, n_components: int) -> tuple[np.ndarray, np.nd
     if flat.dtype == np.bool_:
         flat = flat.view(np.uint8)
     args = (n, prefix, suffix.reshape(-1), rows, cols, blocks, out, binary)
-    if b < _PARALLEL_MIN or not parallel_allowed():
-        # Small batches (one image's targets, e.g. in DataLoader workers) stay single-threaded:
-        # no thread start-up; forked children never touch the threading layer (maskcodec.parallel).
+    if parallel_over_masks(b):
+        _encode_parallel(flat, b, *args, MASKS_PER_ITEM)
+    else:  # forked children never touch the threading layer (maskcodec.parallel)
         _encode_range(flat, 0, b, *args)
-    else:
-        _encode_parallel(flat, b, *args, _CHUNK)
     return out, binary
 
 
@@ -124,7 +115,7 @@ def encode_binary(masks: np.ndarray, n_components: int) -> np.ndarray:
     return out
 
 
-@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True, inline="always")
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True, inline="always")
 def _row_bits(flat, base, n, bits, slot):  # pragma: no cover - numba
     """``bits[slot]`` = the row ``flat[base:base + n]`` as bit words (bit j of word k: value
     64k + j is not 0). Returns a nonzero word if a value is neither 0 nor 1 (or NaN)."""
@@ -145,7 +136,7 @@ def _row_bits(flat, base, n, bits, slot):  # pragma: no cover - numba
     return other
 
 
-@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True, inline="always")
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True, inline="always")
 def _scan_rows(flat, m, n, bits, starts, offsets, changed):  # pragma: no cover - numba
     """Run boundaries of every row of mask ``m`` that differs from the row above.
 
@@ -271,7 +262,7 @@ def _rows4_group(delta, suffix, krp, changed, r0, r1, g, nblocks, spectrum):  # 
         _rows4_block1(delta, suffix, krp, changed, r0, r1, _ROWS * g, q0, spectrum)
 
 
-@njit(fastmath=_NO_NAN_FAST, cache=True, nogil=True)
+@njit(fastmath=KERNEL_FASTMATH, cache=True, nogil=True)
 def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, blocks, out, binary):  # pragma: no cover - numba
     """Encode masks ``start:stop`` serially, with scratch buffers shared by those masks.
     ``suffix``: the flattened (row-major) suffix table."""
@@ -293,7 +284,7 @@ def _encode_range(flat, start, stop, n, prefix, suffix, rows, cols, blocks, out,
             out[m, k] = spectrum[rows[k] * kcp + cols[k]]
 
 
-@njit(parallel=True, fastmath=_NO_NAN_FAST, cache=True)
+@njit(parallel=True, fastmath=KERNEL_FASTMATH, cache=True)
 def _encode_parallel(flat, b, n, prefix, suffix, rows, cols, blocks, out, binary, chunk):  # pragma: no cover - numba
     n_chunks = (b + chunk - 1) // chunk
     for c in prange(n_chunks):

@@ -13,7 +13,7 @@ accumulators in one register and write
 which compiles to one broadcast, one vector load and one vector FMA per step (AVX2 ``vfmadd``
 on x86; LLVM lowers the same IR on other CPUs). Indexes are flat element offsets into a
 C-contiguous float32 array of any number of dimensions, unchecked: the caller keeps
-``0 <= i`` and ``i + 8 <= arr.size``. Used by the DCT kernels (``maskcodec.dct_runs``, ``maskcodec.dct_dense``).
+``0 <= i`` and ``i + 8 <= arr.size``. Used by the DCT kernels (``maskcodec.dct_runs``, ``maskcodec.dct_dense``, ``maskcodec.dct_decode``).
 
 ``reverse8`` flips the lane order (for mirrored rows), ``max_bits8`` / ``max_bits`` keep the
 largest bit pattern seen, read as unsigned integers (a value check of floats in [0, 1]).
