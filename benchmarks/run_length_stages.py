@@ -23,7 +23,8 @@ from numba import njit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from codec_speed import coco_box_masks, dense_floor_shape  # noqa: E402
+from codec_speed import dense_floor_shape  # noqa: E402
+from real_masks import coco_box_masks  # noqa: E402
 
 from maskcodec import dct_runs  # noqa: E402
 from maskcodec.dct import DCTCodec  # noqa: E402
