@@ -93,7 +93,8 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
     if masks.ndim != 3 or masks.shape[1] != masks.shape[2] or masks.dtype not in (np.float32, np.float64):
         raise ValueError(f"encode_dense takes (B, N, N) float32 or float64 masks, got {masks.shape} {masks.dtype}")
     n = masks.shape[1]
-    which = np.arange(masks.shape[0]) if which is None else np.asarray(which, dtype=np.int64)
+    everything = which is None
+    which = np.arange(masks.shape[0]) if everything else np.asarray(which, dtype=np.int64)
     b = which.shape[0]
     if which.ndim != 1 or (b and not 0 <= which.min() <= which.max() < masks.shape[0]):
         raise ValueError(f"which must be indices into the {masks.shape[0]} masks, got {which!r:.80}")
@@ -112,7 +113,7 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
     # lie above). A larger one is a bad value or a negative zero: only then a full check.
     if largest <= np.array(1.0, masks.dtype).view(bits.dtype):
         return out, True
-    subset = masks if b == masks.shape[0] else masks[which]
+    subset = masks if everything else masks[which]
     return out, bool(((subset >= 0.0) & (subset <= 1.0)).all())
 
 

@@ -100,6 +100,20 @@ def test_dense_encode_finds_every_bad_value(n, bad, where):
         DCTCodec(mask_size=n, n_components=10).encode(m)
 
 
+def test_dense_encode_judges_only_the_masks_it_encodes():
+    """A bad value in a mask left out of ``which`` does not make the encoded ones invalid, even when
+    ``which`` has as many entries as there are masks (repeats) and a negative zero forces the full
+    check of the values."""
+    from maskcodec.dct_dense import encode_dense
+
+    m = np.full((2, 8, 8), 0.5, np.float32)
+    m[0, 1, 1] = -0.0  # valid, but its bit pattern sends the kernel to the full check
+    m[1, 2, 2] = np.nan
+    assert encode_dense(m, 10, which=np.array([0, 0]))[1] is True
+    assert encode_dense(m, 10, which=np.array([0, 1]))[1] is False
+    assert encode_dense(m, 10)[1] is False
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_dense_encode_accepts_negative_zero(dtype):
     from maskcodec.dct_dense import encode_dense
