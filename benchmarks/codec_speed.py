@@ -109,14 +109,14 @@ def dense_floor_shape(n: int, k: int) -> tuple[int, int, int, int]:
 
 
 def floor_products(masks: np.ndarray, codec, n: int, k: int) -> tuple[dict, dict, dict]:
-    """The floors' GEMMs on preallocated float32 operands of the transform's shapes: ``(encode,
-    decode, shape)``, where encode and decode map "floor" (one GEMM of the dense floor's width) and
-    "floor2" (the truncated separable transform's two products, each in the layout it wants) to
+    """The floors' GEMMs on preallocated float32 operands of the transform's shapes (``masks``:
+    (B, N, N) float32, read by the encode floor as it is): ``(encode, decode, shape)``, where
+    encode and decode map "floor" (one GEMM of the dense floor's width) and "floor2" (the truncated separable transform's two products, each in the layout it wants) to
     callables, and shape holds ``kr``, ``kc``, ``k_eq`` and ``flops`` (``dense_floor_shape``)."""
     b = len(masks)
     kr, kc, flops, k_eq = dense_floor_shape(n, k)
     rng = np.random.default_rng(0)
-    x = masks.astype(np.float32).reshape(b * n, n)
+    x = masks.reshape(b * n, n)  # float32 masks: the encode floor reads the same array as the kernels
     w_enc = rng.standard_normal((n, k_eq)).astype(np.float32)
     y = rng.standard_normal((b * n, k_eq)).astype(np.float32)
     w_dec = rng.standard_normal((k_eq, n)).astype(np.float32)
@@ -138,9 +138,9 @@ def dct_section(masks: np.ndarray, soft_masks: np.ndarray, n: int, k: int, repea
 
     b = len(masks)
     codec = DCTCodec(mask_size=n, n_components=k)
-    floor_enc, floor_dec, info = floor_products(masks, codec, n, k)
-    kr, kc, k_eq = info["kr"], info["kc"], info["k_eq"]
     binary_float = masks.astype(np.float32)
+    floor_enc, floor_dec, info = floor_products(binary_float, codec, n, k)
+    kr, kc, k_eq = info["kr"], info["kc"], info["k_eq"]
     vectors = codec.encode(masks)
     small = masks[:per_mask_count]
     small_v = vectors[:per_mask_count]
