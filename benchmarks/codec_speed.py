@@ -111,8 +111,9 @@ def dense_floor_shape(n: int, k: int) -> tuple[int, int, int, int]:
 def floor_products(masks: np.ndarray, codec, n: int, k: int) -> tuple[dict, dict, dict]:
     """The floors' GEMMs on preallocated float32 operands of the transform's shapes (``masks``:
     (B, N, N) float32, read by the encode floor as it is): ``(encode, decode, shape)``, where
-    encode and decode map "floor" (one GEMM of the dense floor's width) and "floor2" (the truncated separable transform's two products, each in the layout it wants) to
-    callables, and shape holds ``kr``, ``kc``, ``k_eq`` and ``flops`` (``dense_floor_shape``)."""
+    encode and decode map "floor" (one GEMM of the dense floor's width) and "floor2" (the
+    truncated separable transform's two products, each in the layout it wants) to callables, and
+    shape holds ``kr``, ``kc``, ``k_eq`` and ``flops`` (``dense_floor_shape``)."""
     b = len(masks)
     kr, kc, flops, k_eq = dense_floor_shape(n, k)
     rng = np.random.default_rng(0)
