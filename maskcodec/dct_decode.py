@@ -23,10 +23,8 @@ import numpy as np
 from numba import njit, prange
 
 from .dct_basis import KERNEL_FASTMATH, dct_matrix, read_only, zigzag_indices
-from .float8 import add8, fma8, load8, prefetch, reverse8, store8, sub8, zero8
+from .float8 import LANES, add8, fma8, load8, prefetch, reverse8, store8, sub8, zero8
 from .parallel import MASKS_PER_ITEM, parallel_over_masks
-
-_LANES = 8  # float32 lanes of a Float8 register
 
 
 @functools.lru_cache(maxsize=16)
@@ -49,13 +47,13 @@ def decode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
     basis = dct_matrix(n)[:, :half].astype(np.float32)
     if n % 2:
         basis[1::2, half - 1] = 0.0  # exactly: cos(pi * h / 2) for odd h
-    width = _LANES * -(-((kc + 1) // 2) // _LANES)
+    width = LANES * -(-((kc + 1) // 2) // LANES)
     col = np.where(zc % 2 == 0, zc // 2, width + zc // 2)
     rows = np.zeros((kr + kr % 2, half + half % 2), np.float32)
     rows[:kr, :half] = basis[:kr]
-    reach = np.zeros(width // _LANES, np.int64)  # highest row frequency + 1 in each block pair
-    np.maximum.at(reach, col % width // _LANES, zr + 1)
-    columns = _LANES * -(-half // _LANES)
+    reach = np.zeros(width // LANES, np.int64)  # highest row frequency + 1 in each block pair
+    np.maximum.at(reach, col % width // LANES, zr + 1)
+    columns = LANES * -(-half // LANES)
     table = np.zeros((2, width, columns), np.float32)
     table[0, : (kc + 1) // 2, :half] = basis[0:kc:2]
     table[1, : kc // 2, :half] = basis[1:kc:2]
@@ -91,7 +89,7 @@ def _row_coefficients(spectrum, rows, pairs, coef):  # pragma: no cover - numba
     flat = rows.ravel()
     for i in range(0, stride, 2):
         for j in range(pairs.shape[0]):
-            q0, q1 = j * _LANES, width + j * _LANES
+            q0, q1 = j * LANES, width + j * LANES
             e00 = e01 = e10 = e11 = o00 = o01 = o10 = o11 = zero8()
             for p in range(pairs[j]):
                 he, ho = 2 * p * c, (2 * p + 1) * c
@@ -127,8 +125,8 @@ def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cove
                 prefetch(out, top + n + q), prefetch(out, bot - n + q)
         ft = np.uint64(2 * i * c)
         fb, fto, fbo = ft + np.uint64(c), ft + np.uint64(width), ft + np.uint64(c + width)
-        for l0 in range(0, cols, 2 * _LANES):
-            l1 = min(l0 + _LANES, cols - _LANES)
+        for l0 in range(0, cols, 2 * LANES):
+            l1 = min(l0 + LANES, cols - LANES)
             et0 = et1 = eb0 = eb1 = ot0 = ot1 = ob0 = ob1 = zero8()
             for j in range(terms):
                 r = j * cols
@@ -138,11 +136,11 @@ def _synthesise_rows(coef, basis, terms, n, m, out, scratch):  # pragma: no cove
                 a, b, x, y = coef[ft + ju], coef[fb + ju], coef[fto + ju], coef[fbo + ju]
                 et0, et1, eb0, eb1 = fma8(et0, a, e0), fma8(et1, a, e1), fma8(eb0, b, e0), fma8(eb1, b, e1)
                 ot0, ot1, ob0, ob1 = fma8(ot0, x, o0), fma8(ot1, x, o1), fma8(ob0, y, o0), fma8(ob1, y, o1)
-            if l1 + _LANES <= nl:  # both blocks inside the left half
-                store8(out, top + l0, add8(et0, ot0)), store8(out, top + n - _LANES - l0, reverse8(sub8(et0, ot0)))
-                store8(out, bot + l0, add8(eb0, ob0)), store8(out, bot + n - _LANES - l0, reverse8(sub8(eb0, ob0)))
-                store8(out, top + l1, add8(et1, ot1)), store8(out, top + n - _LANES - l1, reverse8(sub8(et1, ot1)))
-                store8(out, bot + l1, add8(eb1, ob1)), store8(out, bot + n - _LANES - l1, reverse8(sub8(eb1, ob1)))
+            if l1 + LANES <= nl:  # both blocks inside the left half
+                store8(out, top + l0, add8(et0, ot0)), store8(out, top + n - LANES - l0, reverse8(sub8(et0, ot0)))
+                store8(out, bot + l0, add8(eb0, ob0)), store8(out, bot + n - LANES - l0, reverse8(sub8(eb0, ob0)))
+                store8(out, top + l1, add8(et1, ot1)), store8(out, top + n - LANES - l1, reverse8(sub8(et1, ot1)))
+                store8(out, bot + l1, add8(eb1, ob1)), store8(out, bot + n - LANES - l1, reverse8(sub8(eb1, ob1)))
                 continue
             store8(scratch, 0, add8(et0, ot0)), store8(scratch, 8, sub8(et0, ot0))
             store8(scratch, 16, add8(eb0, ob0)), store8(scratch, 24, sub8(eb0, ob0))
@@ -160,7 +158,7 @@ def _write_through(scratch, l0, l1, top, bot, n, out):  # pragma: no cover - num
     for block in range(2):
         first = l0 if block == 0 else l1
         s = 32 * block
-        for r in range(max(0, min(_LANES, half - first))):  # middle column of odd N: e + o = e - o = e
+        for r in range(max(0, min(LANES, half - first))):  # middle column of odd N: e + o = e - o = e
             out[top + first + r] = scratch[s + r]
             out[top + n - 1 - first - r] = scratch[s + 8 + r]
             out[bot + first + r] = scratch[s + 16 + r]
@@ -173,7 +171,7 @@ def _decode_range(start, stop, vectors, n, position, rows, pairs, basis, terms, 
     c = 2 * basis.shape[1]
     spectrum = np.zeros(rows.shape[0] * c, np.float32)  # only the zigzag positions are ever written
     coef = np.zeros(rows.shape[1] * 2 * c, np.float32)
-    scratch = np.zeros(8 * _LANES, np.float32)
+    scratch = np.zeros(8 * LANES, np.float32)
     for m in range(start, stop):
         for k in range(position.shape[0]):
             spectrum[position[k]] = vectors[m, k]

@@ -29,10 +29,9 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from .dct_basis import KERNEL_FASTMATH, dct_matrix, read_only, zigzag_indices
-from .float8 import add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8
+from .float8 import LANES, add8, fma8, load8, max_bits, max_bits8, prefetch, reverse8, store8, sub8, zero8
 from .parallel import MASKS_PER_ITEM, parallel_over_masks
 
-_LANES = 8  # float32 lanes of a Float8 register
 _GROUP = 4  # row frequencies per sweep of the encode column pass
 
 
@@ -54,7 +53,7 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
     kr, kc = int(zr.max()) + 1, int(zc.max()) + 1
     dct = dct_matrix(n)
     half, nl = (n + 1) // 2, n // 2
-    width = _LANES * -(-((kc + 1) // 2) // _LANES)  # C/2
+    width = LANES * -(-((kc + 1) // 2) // LANES)  # C/2
     basis = np.zeros((half, 2 * width), np.float32)
     basis[:, : (kc + 1) // 2] = dct[0:kc:2, :half].T
     basis[:nl, width: width + kc // 2] = dct[1:kc:2, :nl].T
@@ -75,7 +74,7 @@ def encode_tables(n: int, k: int) -> tuple[np.ndarray, ...]:
             member = np.isin(zr, hs)
             position[member] = (_GROUP * g + (zr[member] - h0) // 2) * 2 * width + col[member]
             for side in (col[member] < width, col[member] >= width):
-                needed = sorted({c // _LANES * _LANES for c in col[member][side]})
+                needed = sorted({c // LANES * LANES for c in col[member][side]})
                 blocks.extend(needed + needed[-1:] * (len(needed) % 2))
             starts.append(len(blocks))
     return read_only(np.stack(weights).ravel(), np.array(parity, np.int64), basis.ravel(),
@@ -103,7 +102,7 @@ def encode_dense(masks: np.ndarray, n_components: int, which: np.ndarray | None 
         return out, True
     masks = np.ascontiguousarray(masks)
     bits = masks.view(np.uint32 if masks.dtype == np.float32 else np.uint64)
-    staged = masks.dtype != np.float32 or n % _LANES != 0
+    staged = masks.dtype != np.float32 or n % LANES != 0
     args = (which, masks, bits, staged, *encode_tables(n, n_components), out)
     if parallel_over_masks(b):
         largest = _encode_parallel(b, MASKS_PER_ITEM, *args)
@@ -156,31 +155,31 @@ def _column_transform(src, base, ahead, stride, n, weights, parity, panel, spati
     frequencies x 2 blocks = 8 accumulators; the same lines of the mask at ``src[ahead:]`` are
     prefetched meanwhile. Returns the largest bit pattern of x (uint32)."""
     half, nl = (n + 1) // 2, n // 2
-    diff = half * 2 * _LANES
+    diff = half * 2 * LANES
     high = zero8()
-    for q0 in range(0, stride, 2 * _LANES):
-        q1 = min(q0 + _LANES, stride - _LANES)
+    for q0 in range(0, stride, 2 * LANES):
+        q1 = min(q0 + LANES, stride - LANES)
         for i in range(nl):
             top, bot = base + i * stride, base + (n - 1 - i) * stride
             prefetch(src, top - base + ahead + q0), prefetch(src, top - base + ahead + q1)
             prefetch(src, bot - base + ahead + q0), prefetch(src, bot - base + ahead + q1)
             a0, a1, b0, b1 = load8(src, top + q0), load8(src, top + q1), load8(src, bot + q0), load8(src, bot + q1)
             high = max_bits8(high, max_bits8(max_bits8(a0, a1), max_bits8(b0, b1)))
-            p = i * 2 * _LANES
-            store8(panel, p, add8(a0, b0)), store8(panel, p + _LANES, add8(a1, b1))
-            store8(panel, diff + p, sub8(a0, b0)), store8(panel, diff + p + _LANES, sub8(a1, b1))
+            p = i * 2 * LANES
+            store8(panel, p, add8(a0, b0)), store8(panel, p + LANES, add8(a1, b1))
+            store8(panel, diff + p, sub8(a0, b0)), store8(panel, diff + p + LANES, sub8(a1, b1))
         if n % 2:  # the middle row: only the even frequencies meet it
             a0, a1 = load8(src, base + nl * stride + q0), load8(src, base + nl * stride + q1)
             high = max_bits8(high, max_bits8(a0, a1))
-            p = nl * 2 * _LANES
-            store8(panel, p, a0), store8(panel, p + _LANES, a1)
-            store8(panel, diff + p, zero8()), store8(panel, diff + p + _LANES, zero8())
+            p = nl * 2 * LANES
+            store8(panel, p, a0), store8(panel, p + LANES, a1)
+            store8(panel, diff + p, zero8()), store8(panel, diff + p + LANES, zero8())
         for g in range(parity.shape[0]):
             part = parity[g] * diff
             w = np.uint64(g * half * _GROUP)
             a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero8()
             for i in range(half):
-                x, y = load8(panel, part + i * 2 * _LANES), load8(panel, part + i * 2 * _LANES + _LANES)
+                x, y = load8(panel, part + i * 2 * LANES), load8(panel, part + i * 2 * LANES + LANES)
                 w0, w1, w2, w3 = weights[w], weights[w + np.uint64(1)], weights[w + np.uint64(2)], \
                     weights[w + np.uint64(3)]
                 w += np.uint64(_GROUP)
@@ -203,11 +202,11 @@ def _fold_columns(spatial, stride, n, folded):  # pragma: no cover - numba
     hp = folded.shape[0] // (2 * rows)
     nl = n // 2
     for r in range(rows):
-        for q in range(0, nl - _LANES + 1, _LANES):  # 8 columns and their lane-reversed mirror
-            a, b = load8(spatial, r * stride + q), reverse8(load8(spatial, r * stride + n - _LANES - q))
+        for q in range(0, nl - LANES + 1, LANES):  # 8 columns and their lane-reversed mirror
+            a, b = load8(spatial, r * stride + q), reverse8(load8(spatial, r * stride + n - LANES - q))
             store8(folded, r * 2 * hp + q, add8(a, b)), store8(folded, r * 2 * hp + hp + q, sub8(a, b))
         src, dst = np.uint64(r * stride), np.uint64(r * 2 * hp)
-        for ls in range(nl - nl % _LANES, nl):
+        for ls in range(nl - nl % LANES, nl):
             lu = np.uint64(ls)
             a, b = spatial[src + lu], spatial[src + np.uint64(n - 1 - ls)]
             folded[dst + lu] = a + b
@@ -253,12 +252,12 @@ def _encode_range(start, stop, which, masks, bits, staged, weights, parity, basi
     N not a multiple of 8)."""
     n = masks.shape[1]
     half = (n + 1) // 2
-    stride = _LANES * -(-n // _LANES)
+    stride = LANES * -(-n // LANES)
     rows = _GROUP * parity.shape[0]
     c = basis.shape[0] // half
     direct = _float32_view(masks)
     buffer = np.zeros(n * stride if staged else 0, np.float32)
-    panel = np.zeros(2 * half * 2 * _LANES, np.float32)
+    panel = np.zeros(2 * half * 2 * LANES, np.float32)
     spatial = np.zeros(rows * stride, np.float32)
     folded = np.zeros(rows * 2 * (half + half % 2), np.float32)
     spectrum = np.zeros(rows * c, np.float32)

@@ -33,10 +33,9 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .bit_words import nonzero_bits64
 from .dct_basis import KERNEL_FASTMATH, dct_matrix, read_only, zigzag_indices
-from .float8 import add8, fma8, load8, store8, sub8, zero8
+from .float8 import LANES, add8, fma8, load8, store8, sub8, zero8
 from .parallel import MASKS_PER_ITEM, parallel_over_masks
 
-_BLOCK = 8  # coefficients per register (float8); the column basis is zero-padded to a multiple
 _ROWS = 4  # spectrum rows per pass of the column pass; the row basis is zero-padded to a multiple
 _SUM_ROWS = 16  # changed rows per partial sum of the column pass's group 0 (see _column_pass)
 
@@ -57,7 +56,7 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     zz = zigzag_indices(n, k)
     rows, cols = zz[:, 0].copy(), zz[:, 1].copy()
     kr, kc = int(rows.max()) + 1, int(cols.max()) + 1
-    kcp = -(-kc // _BLOCK) * _BLOCK
+    kcp = -(-kc // LANES) * LANES
     krp = -(-kr // _ROWS) * _ROWS
     basis = dct_matrix(n)
     prefix = np.zeros((n + 1, kcp))
@@ -66,7 +65,7 @@ def run_tables(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
     suffix[:, :kr] = np.cumsum(basis[:kr, ::-1], axis=1)[:, ::-1].T
     wmax = np.zeros(krp, dtype=np.int64)  # the last column needed in each row of the spectrum
     np.maximum.at(wmax, rows, cols)
-    blocks = wmax.reshape(-1, _ROWS).max(axis=1) // _BLOCK + 1
+    blocks = wmax.reshape(-1, _ROWS).max(axis=1) // LANES + 1
     return read_only(prefix.astype(np.float32), suffix.astype(np.float32), rows, cols, blocks)
 
 
@@ -181,7 +180,7 @@ def _scan_rows(flat, m, n, bits, starts, offsets, changed):  # pragma: no cover 
 def _row_deltas(prefix, starts, offsets, nchg, delta):  # pragma: no cover - numba
     """delta[r, w] = g_{changed[r]}[w] - g_{previous changed row}[w], row-major, 8 columns per register."""
     kcp = prefix.shape[1]
-    for q0 in range(0, kcp, 8):
+    for q0 in range(0, kcp, LANES):
         previous = zero8()
         for r in range(nchg):
             g = zero8()
@@ -200,14 +199,14 @@ def _rows4_blocks2(delta, suffix, krp, changed, r0, r1, h0, q0, spectrum):  # pr
     for r in range(r0, r1):
         w = changed[r] * krp + h0
         w0, w1, w2, w3 = suffix[w], suffix[w + 1], suffix[w + 2], suffix[w + 3]
-        d, e = load8(delta, r * kcp + q0), load8(delta, r * kcp + q0 + 8)
+        d, e = load8(delta, r * kcp + q0), load8(delta, r * kcp + q0 + LANES)
         a0, a1, a2, a3 = fma8(a0, w0, d), fma8(a1, w1, d), fma8(a2, w2, d), fma8(a3, w3, d)
         b0, b1, b2, b3 = fma8(b0, w0, e), fma8(b1, w1, e), fma8(b2, w2, e), fma8(b3, w3, e)
     out = h0 * kcp + q0
     _add_to(spectrum, out, a0), _add_to(spectrum, out + kcp, a1)
     _add_to(spectrum, out + 2 * kcp, a2), _add_to(spectrum, out + 3 * kcp, a3)
-    _add_to(spectrum, out + 8, b0), _add_to(spectrum, out + kcp + 8, b1)
-    _add_to(spectrum, out + 2 * kcp + 8, b2), _add_to(spectrum, out + 3 * kcp + 8, b3)
+    _add_to(spectrum, out + LANES, b0), _add_to(spectrum, out + kcp + LANES, b1)
+    _add_to(spectrum, out + 2 * kcp + LANES, b2), _add_to(spectrum, out + 3 * kcp + LANES, b3)
 
 
 @njit(fastmath=True, cache=True, nogil=True, inline="always")
@@ -257,7 +256,7 @@ def _rows4_group(delta, suffix, krp, changed, r0, r1, g, nblocks, spectrum):  # 
     q0 = 0
     for _ in range(nblocks // 2):
         _rows4_blocks2(delta, suffix, krp, changed, r0, r1, _ROWS * g, q0, spectrum)
-        q0 += 16
+        q0 += 2 * LANES
     if nblocks % 2:
         _rows4_block1(delta, suffix, krp, changed, r0, r1, _ROWS * g, q0, spectrum)
 

@@ -29,8 +29,8 @@ from numba import types
 from numba.core import cgutils, errors
 from numba.extending import intrinsic, models, register_model
 
-_LANES = 8
-_VECTOR = ir.VectorType(ir.FloatType(), _LANES)
+LANES = 8  #: float32 lanes of a Float8 value: the kernels pad their tables and tiles to multiples of it
+_VECTOR = ir.VectorType(ir.FloatType(), LANES)
 
 
 class Float8Type(types.Type):
@@ -93,7 +93,7 @@ def zero8(typingctx):  # pragma: no cover - compiled by numba
     """Eight zeros."""
 
     def codegen(context, builder, signature, args):
-        return ir.Constant(_VECTOR, [0.0] * _LANES)
+        return ir.Constant(_VECTOR, [0.0] * LANES)
 
     return float8(), codegen
 
@@ -125,7 +125,7 @@ def fma8(typingctx, acc, scale, value):  # pragma: no cover - compiled by numba
 
     def codegen(context, builder, signature, args):
         broadcast = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), args[1], ir.Constant(ir.IntType(32), 0))
-        broadcast = builder.shuffle_vector(broadcast, broadcast, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+        broadcast = builder.shuffle_vector(broadcast, broadcast, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v8f32")
         return builder.call(fma, [broadcast, args[2], args[0]])
 
@@ -139,13 +139,13 @@ def reverse8(typingctx, value):  # pragma: no cover - compiled by numba
         raise errors.TypingError(f"reverse8 takes a Float8, got {value}")
 
     def codegen(context, builder, signature, args):
-        order = ir.Constant(ir.VectorType(ir.IntType(32), _LANES), list(range(_LANES - 1, -1, -1)))
+        order = ir.Constant(ir.VectorType(ir.IntType(32), LANES), list(range(LANES - 1, -1, -1)))
         return builder.shuffle_vector(args[0], args[0], order)
 
     return float8(value), codegen
 
 
-_BITS = ir.VectorType(ir.IntType(32), _LANES)
+_BITS = ir.VectorType(ir.IntType(32), LANES)
 
 
 @intrinsic
