@@ -19,7 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from peak_memory import status_mib  # this script's folder is on sys.path: run as a script or from coco_path_speed
+# this script's folder is on sys.path: run as a script or imported by coco_path_speed
+from peak_memory import restart_peak, status_mib
 
 import maskcodec
 from maskcodec.coco import iter_mask_batches, read_instances
@@ -30,11 +31,7 @@ def memory_child(path, mask_size, n_components, batch_size):
     codec = maskcodec.get_codec("dct", mask_size=mask_size, n_components=n_components)
     coco = read_instances(path)
     after_index = status_mib("VmRSS")
-    try:  # reset the peak, so it measures the streaming alone (Linux >= 4.0)
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = True
-    except OSError:
-        reset = False
+    reset = restart_peak() is None  # so the peak measures the streaming alone (Linux >= 4.0)
     n = 0
     for batch in iter_mask_batches(coco, mask_size, batch_size=batch_size, include_crowd=True):
         codec.encode(batch.masks)

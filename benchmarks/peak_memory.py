@@ -28,14 +28,23 @@ def rss_mib() -> float:
         RuntimeError: the peak cannot be restarted (``/proc/self/clear_refs`` not writable), so a
             later ``peak_rss_mib`` would still include the peak of everything before.
     """
+    error = restart_peak()
+    if error:
+        raise RuntimeError(f"cannot restart the peak resident set (write 5 to /proc/self/clear_refs: {error}); "
+                           "peak memory per step needs Linux >= 4.0 with /proc writable")
+    return status_mib("VmRSS")
+
+
+def restart_peak() -> str | None:
+    """Restart the peak resident set (VmHWM) from the current size; the error text if Linux refused
+    (then the peak keeps counting from the process start)."""
     _PEAK_AT_RESET[0] = max(_PEAK_AT_RESET[0], status_mib("VmHWM"))
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError as e:
-        raise RuntimeError(f"cannot restart the peak resident set (write 5 to /proc/self/clear_refs: {e}); "
-                           "peak memory per step needs Linux >= 4.0 with /proc writable") from None
-    return status_mib("VmRSS")
+        return str(e)
+    return None
 
 
 def peak_rss_mib() -> float:
